@@ -1,0 +1,529 @@
+//! The one test suite every model must pass.
+//!
+//! Each case starts its own mock server on `127.0.0.1:0` and checks a model
+//! through the server's own counters (requests per page, maximum in flight,
+//! connections), which are deterministic, rather than through wall-clock time.
+//! A model crate runs the whole suite with one line in `tests/conformance.rs`:
+//!
+//! ```ignore
+//! conformance::suite!(fetch_sequential::Sequential::new());
+//! ```
+//!
+//! which expands to one `#[test]` per case, so `cargo test` names the case
+//! that failed. A new model gets every case for free, and a new case reaches
+//! every model at once.
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use fetch_core::{self, Model};
+use fetch_core::{CancelToken, ErrorKind, Options, OptionsBuilder, Outcome};
+use mock_server::{FaultSet, Latency, MockConfig, MockServer};
+
+/// Expands to one `#[test]` per conformance case for the model `$model`
+/// (an expression that builds a value implementing [`Model`]).
+#[macro_export]
+macro_rules! suite {
+    ($model:expr) => {
+        $crate::suite!(@cases $model;
+            pages_match_the_reference,
+            limit_is_respected_and_used,
+            failures_are_isolated,
+            retries_follow_the_policy,
+            hanging_pages_time_out,
+            global_deadline_keeps_finished_pages,
+            body_cap_stops_reading,
+            reset_mid_body_is_a_protocol_error,
+            invalid_and_refused_urls,
+            keep_alive_reuses_connections,
+            cancel_stops_new_requests,
+            on_outcome_once_per_url,
+            https_with_trusted_root,
+            panic_costs_one_url,
+            urls_are_pulled_lazily,
+        );
+    };
+    (@cases $model:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let model = $model;
+                $crate::$case(&model);
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// Options for tests: fast backoff so retries cost milliseconds, not seconds.
+fn options() -> OptionsBuilder {
+    Options::builder()
+        .max_in_flight(8)
+        .backoff(Duration::from_millis(5), Duration::from_millis(20))
+        .request_timeout(Duration::from_secs(10))
+}
+
+fn build(b: OptionsBuilder) -> Options {
+    b.build().expect("test options are valid")
+}
+
+fn server(config: MockConfig) -> MockServer {
+    MockServer::start(config).expect("mock server starts on 127.0.0.1:0")
+}
+
+fn run(model: &dyn Model, urls: &[String], options: &Options) -> Vec<Outcome> {
+    let outcomes = model.run(urls, options, &mut |_| {}, &CancelToken::new());
+    assert_one_per_url(urls, &outcomes);
+    outcomes
+}
+
+/// The invariant of every run: one outcome per URL, in input order, with its
+/// own index and URL.
+fn assert_one_per_url(urls: &[String], outcomes: &[Outcome]) {
+    assert_eq!(outcomes.len(), urls.len(), "one outcome per URL");
+    for (i, (o, url)) in outcomes.iter().zip(urls).enumerate() {
+        assert_eq!(o.index, i, "outcomes are in input order");
+        assert_eq!(&o.url, url, "outcome {i} carries its URL");
+    }
+}
+
+fn kind(o: &Outcome) -> Option<ErrorKind> {
+    o.error_kind()
+}
+
+fn status(o: &Outcome) -> Option<u16> {
+    o.result.as_ref().err().and_then(|e| e.status())
+}
+
+fn ids(list: &[u64]) -> FaultSet {
+    FaultSet {
+        ids: list.iter().copied().collect::<BTreeSet<u64>>(),
+        rate: 0.0,
+    }
+}
+
+// ------------------------------------------------------------------ cases
+
+/// Case 1: Every page fetched, parsed, and equal to the sequential model's pages.
+pub fn pages_match_the_reference(model: &dyn Model) {
+    let srv = server(MockConfig {
+        links: 7,
+        ..MockConfig::default()
+    });
+    let urls = srv.page_urls(300);
+    let opts = build(options());
+    let outcomes = run(model, &urls, &opts);
+    for (id, o) in outcomes.iter().enumerate() {
+        let page = o
+            .result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("page {id}: {e}"));
+        assert_eq!(page.status, 200);
+        assert_eq!(
+            page.title.as_deref(),
+            Some(mock_server::page_title(id as u64).as_str())
+        );
+        assert_eq!(page.links, 7, "page {id} links");
+        assert_eq!(o.attempts, 1);
+    }
+    let reference = fetch_sequential::Sequential::new();
+    let expected = run(&reference, &urls, &opts);
+    let pages = |v: &[Outcome]| v.iter().map(|o| o.result.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        pages(&outcomes),
+        pages(&expected),
+        "same pages as the sequential model"
+    );
+    assert_eq!(srv.stats().requests_per_id.values().sum::<u64>(), 600);
+}
+
+/// Case 2: The limit is respected and used: with 20 ms of latency and many more
+/// URLs than slots, the server sees exactly the promised number in flight.
+pub fn limit_is_respected_and_used(model: &dyn Model) {
+    let srv = server(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(20)),
+        ..MockConfig::default()
+    });
+    let opts = build(options().max_in_flight(6));
+    let expected = model.concurrency(&opts);
+    let urls = srv.page_urls(expected as u64 * 8);
+    let outcomes = run(model, &urls, &opts);
+    assert!(outcomes.iter().all(Outcome::is_ok));
+    let stats = srv.stats();
+    assert_eq!(
+        stats.max_in_flight, expected as u64,
+        "server's maximum in flight must equal the model's limit"
+    );
+    assert_eq!(stats.in_flight, 0);
+}
+
+/// Case 3: A failing page fails alone, with its status; every other page succeeds.
+pub fn failures_are_isolated(model: &dyn Model) {
+    let mut config = MockConfig::default();
+    config.faults.not_found = ids(&[3, 17]);
+    config.faults.server_error = ids(&[5, 40]);
+    let srv = server(config);
+    let urls = srv.page_urls(60);
+    let outcomes = run(model, &urls, &build(options().retries(1)));
+    for o in &outcomes {
+        match o.index {
+            3 | 17 => assert_eq!(
+                (kind(o), status(o)),
+                (Some(ErrorKind::HttpStatus), Some(404))
+            ),
+            5 | 40 => assert_eq!(
+                (kind(o), status(o)),
+                (Some(ErrorKind::HttpStatus), Some(500))
+            ),
+            _ => assert!(o.is_ok(), "page {} should succeed: {:?}", o.index, o.result),
+        }
+    }
+}
+
+/// Case 4: Retries: a page that fails once succeeds on its second attempt; a 429
+/// is not retried sooner than its Retry-After; exhausted retries keep the last
+/// error; a 404 is not retried at all.
+pub fn retries_follow_the_policy(model: &dyn Model) {
+    let mut config = MockConfig::default();
+    config.faults.fail_once = ids(&[2, 9]);
+    config.faults.server_error = ids(&[4]);
+    config.faults.not_found = ids(&[6]);
+    let srv = server(config);
+    let mut urls = srv.page_urls(12);
+    urls[7] = format!("{}/page/7?status=429&retry_after=1", srv.base_url());
+    let opts = build(options().retries(2));
+    let outcomes = run(model, &urls, &opts);
+    let per_id = srv.stats().requests_per_id;
+
+    for id in [2usize, 9] {
+        assert!(
+            outcomes[id].is_ok(),
+            "fail-once page {id}: {:?}",
+            outcomes[id].result
+        );
+        assert_eq!(outcomes[id].attempts, 2, "fail-once page {id}");
+        assert_eq!(per_id[&(id as u64)], 2);
+    }
+    // Always 500: three attempts (1 + 2 retries), the last error kept.
+    assert_eq!(outcomes[4].attempts, 3);
+    assert_eq!(status(&outcomes[4]), Some(500));
+    assert_eq!(per_id[&4], 3);
+    // 404 is final.
+    assert_eq!(outcomes[6].attempts, 1);
+    assert_eq!(per_id[&6], 1);
+    // 429 with Retry-After: 1 s, against a backoff of at most 20 ms: the two
+    // retries cannot both happen before 2 s have passed. A lower bound only:
+    // a sleep never ends early, so this cannot flake.
+    assert_eq!(outcomes[7].attempts, 3);
+    assert_eq!(status(&outcomes[7]), Some(429));
+    assert!(
+        outcomes[7].elapsed >= Duration::from_secs(2),
+        "429 retried after {:?}, sooner than Retry-After allows",
+        outcomes[7].elapsed
+    );
+    for id in [0usize, 1, 3, 5, 8, 10, 11] {
+        assert!(outcomes[id].is_ok(), "page {id}");
+        assert_eq!(per_id[&(id as u64)], 1);
+    }
+}
+
+/// Case 5: A page that never answers ends in `timeout` within a small multiple of
+/// the timeout, and holds nobody else up.
+pub fn hanging_pages_time_out(model: &dyn Model) {
+    let mut config = MockConfig::default();
+    config.faults.hang = ids(&[1, 6]);
+    let srv = server(config);
+    let urls = srv.page_urls(20);
+    let timeout = Duration::from_millis(300);
+    let opts = build(options().request_timeout(timeout).retries(0));
+    let outcomes = run(model, &urls, &opts);
+    for o in &outcomes {
+        if o.index == 1 || o.index == 6 {
+            assert_eq!(kind(o), Some(ErrorKind::Timeout), "page {}", o.index);
+            // A generous upper bound (10x): the point is "not forever".
+            assert!(o.elapsed < timeout * 10, "timed out after {:?}", o.elapsed);
+        } else {
+            assert!(o.is_ok(), "page {}: {:?}", o.index, o.result);
+        }
+    }
+}
+
+/// Case 6: The global deadline: the run ends soon after it, finished pages are
+/// kept, every unfinished URL is `deadline`, and there are still N outcomes.
+pub fn global_deadline_keeps_finished_pages(model: &dyn Model) {
+    let mut config = MockConfig::default();
+    config.faults.hang = FaultSet {
+        ids: (10..40).collect(),
+        rate: 0.0,
+    };
+    let srv = server(config);
+    let urls = srv.page_urls(40);
+    let deadline = Duration::from_millis(500);
+    let opts = build(options().max_in_flight(4).deadline(Some(deadline)));
+    let started = Instant::now();
+    let outcomes = run(model, &urls, &opts);
+    let took = started.elapsed();
+    assert!(
+        took < deadline + Duration::from_secs(5),
+        "run took {took:?} after a {deadline:?} deadline"
+    );
+    let mut ok = 0;
+    for o in &outcomes {
+        match kind(o) {
+            None => ok += 1,
+            Some(ErrorKind::Deadline) => {}
+            other => panic!("page {}: expected ok or deadline, got {other:?}", o.index),
+        }
+        if o.index >= 10 {
+            assert_eq!(
+                kind(o),
+                Some(ErrorKind::Deadline),
+                "hanging page {}",
+                o.index
+            );
+        }
+    }
+    assert!(ok >= 1, "pages finished before the deadline are kept");
+}
+
+/// Case 7: A body over the cap fails with `body_too_large`, and the client stops
+/// reading: the server cannot have sent the whole 64 MiB.
+pub fn body_cap_stops_reading(model: &dyn Model) {
+    let mut config = MockConfig::default();
+    config.faults.oversized = ids(&[2]);
+    config.faults.oversized_bytes = 64 << 20;
+    let srv = server(config);
+    let urls = srv.page_urls(5);
+    let outcomes = run(model, &urls, &build(options().max_body_bytes(1 << 20)));
+    assert_eq!(kind(&outcomes[2]), Some(ErrorKind::BodyTooLarge));
+    assert_eq!(outcomes[2].attempts, 1, "body_too_large is not retried");
+    for i in [0, 1, 3, 4] {
+        assert!(outcomes[i].is_ok(), "page {i}");
+    }
+    let sent = srv.stats().bytes_sent;
+    assert!(
+        sent < 32 << 20,
+        "server sent {sent} bytes: the client read the whole body"
+    );
+}
+
+/// Case 8: A connection reset mid-body is a `protocol` error, not a panic.
+pub fn reset_mid_body_is_a_protocol_error(model: &dyn Model) {
+    let mut config = MockConfig::default();
+    config.faults.reset = ids(&[1, 4]);
+    let srv = server(config);
+    let urls = srv.page_urls(8);
+    let outcomes = run(model, &urls, &build(options().retries(1)));
+    for o in &outcomes {
+        if o.index == 1 || o.index == 4 {
+            assert_eq!(
+                kind(o),
+                Some(ErrorKind::Protocol),
+                "page {}: {:?}",
+                o.index,
+                o.result
+            );
+            assert_eq!(o.attempts, 2, "protocol errors are retried");
+        } else {
+            assert!(o.is_ok(), "page {}: {:?}", o.index, o.result);
+        }
+    }
+}
+
+/// Case 9: A URL that does not parse, one with another scheme, and a refused
+/// connection each get their own kind.
+pub fn invalid_and_refused_urls(model: &dyn Model) {
+    let srv = server(MockConfig::default());
+    // A port that was just free: bind, read the port, close.
+    let refused_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port();
+    let urls = vec![
+        "not a url".to_string(),
+        "ftp://127.0.0.1/file".to_string(),
+        format!("http://127.0.0.1:{refused_port}/page/1"),
+        srv.page_url(1),
+        String::new(),
+    ];
+    let outcomes = run(model, &urls, &build(options().retries(0)));
+    assert_eq!(kind(&outcomes[0]), Some(ErrorKind::InvalidUrl));
+    assert_eq!(kind(&outcomes[1]), Some(ErrorKind::InvalidUrl));
+    assert_eq!(
+        kind(&outcomes[2]),
+        Some(ErrorKind::Connect),
+        "{:?}",
+        outcomes[2].result
+    );
+    assert!(outcomes[3].is_ok());
+    assert_eq!(kind(&outcomes[4]), Some(ErrorKind::InvalidUrl));
+    assert_eq!(outcomes[0].attempts, 0, "an invalid URL is never requested");
+}
+
+/// Case 10: Keep-alive: 300 pages reuse connections, at most C plus a little slack.
+pub fn keep_alive_reuses_connections(model: &dyn Model) {
+    let srv = server(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(1)),
+        ..MockConfig::default()
+    });
+    let urls = srv.page_urls(300);
+    let opts = build(options().max_in_flight(8));
+    let outcomes = run(model, &urls, &opts);
+    assert!(outcomes.iter().all(Outcome::is_ok));
+    let c = model.concurrency(&opts) as u64;
+    let connections = srv.stats().connections;
+    assert!(
+        connections <= c + 2,
+        "{connections} connections for {c} in flight"
+    );
+}
+
+/// Case 11: Cancel mid-run: no new requests start, the run returns with N
+/// outcomes, and the unfinished ones are `cancelled`.
+pub fn cancel_stops_new_requests(model: &dyn Model) {
+    let srv = server(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(20)),
+        ..MockConfig::default()
+    });
+    let urls = srv.page_urls(200);
+    let opts = build(options().max_in_flight(4));
+    let cancel = CancelToken::new();
+    let seen = AtomicUsize::new(0);
+    let mut on_outcome = |_: &Outcome| {
+        if seen.fetch_add(1, Ordering::SeqCst) + 1 == 10 {
+            cancel.cancel();
+        }
+    };
+    let outcomes = model.run(&urls, &opts, &mut on_outcome, &cancel);
+    assert_one_per_url(&urls, &outcomes);
+    let ok = outcomes.iter().filter(|o| o.is_ok()).count();
+    let cancelled = outcomes
+        .iter()
+        .filter(|o| kind(o) == Some(ErrorKind::Cancelled))
+        .count();
+    assert_eq!(ok + cancelled, 200, "every outcome is a page or cancelled");
+    assert!(ok >= 10, "pages finished before the cancel are kept");
+    // The server's own count: after the cancel at most the requests already
+    // in flight complete (C), plus slack for ones starting in the same instant.
+    let requests = srv.stats().total_requests;
+    let c = model.concurrency(&opts) as u64;
+    assert!(
+        requests <= 10 + 2 * c,
+        "{requests} requests were made after a cancel at 10"
+    );
+}
+
+/// Case 12: `on_outcome` sees every URL exactly once, successes and failures alike,
+/// with the same record the run returns.
+pub fn on_outcome_once_per_url(model: &dyn Model) {
+    let mut config = MockConfig::default();
+    config.faults.not_found = ids(&[0, 50, 99]);
+    let srv = server(config);
+    let mut urls = srv.page_urls(100);
+    urls[10] = "bogus".to_string();
+    let mut seen: Vec<Outcome> = Vec::new();
+    let outcomes = model.run(
+        &urls,
+        &build(options()),
+        &mut |o| seen.push(o.clone()),
+        &CancelToken::new(),
+    );
+    assert_one_per_url(&urls, &outcomes);
+    let mut counts = vec![0; urls.len()];
+    for o in &seen {
+        counts[o.index] += 1;
+        assert_eq!(o, &outcomes[o.index], "callback saw the returned record");
+    }
+    assert!(
+        counts.iter().all(|&c| c == 1),
+        "calls per index: {counts:?}"
+    );
+}
+
+/// Case 13: HTTPS: with the mock's root trusted through `Options` every page
+/// succeeds; without it every page is a `tls` error.
+pub fn https_with_trusted_root(model: &dyn Model) {
+    let srv = server(MockConfig {
+        tls: true,
+        ..MockConfig::default()
+    });
+    assert!(srv.base_url().starts_with("https://"));
+    let pem = srv.root_cert_pem().expect("a TLS mock hands out its root");
+    let urls = srv.page_urls(40);
+    let trusted = build(options().add_root_pem(&pem));
+    let outcomes = run(model, &urls, &trusted);
+    for o in &outcomes {
+        assert!(o.is_ok(), "page {} over TLS: {:?}", o.index, o.result);
+    }
+    let untrusted = build(options().retries(0));
+    let outcomes = run(model, &urls, &untrusted);
+    for o in &outcomes {
+        assert_eq!(
+            kind(o),
+            Some(ErrorKind::Tls),
+            "page {}: {:?}",
+            o.index,
+            o.result
+        );
+    }
+}
+
+/// Case 14: a panic while fetching or parsing one URL (injected here in the
+/// CPU stage) becomes a `panicked` outcome for that URL alone; the run goes
+/// on and every other page succeeds.
+pub fn panic_costs_one_url(model: &dyn Model) {
+    let srv = server(MockConfig::default());
+    let urls = srv.page_urls(40);
+    let marker = format!("<title>{}</title>", mock_server::page_title(3));
+    let opts = build(options().max_in_flight(4).panic_marker(Some(marker)));
+    let outcomes = run(model, &urls, &opts);
+    for o in &outcomes {
+        if o.index == 3 {
+            assert_eq!(kind(o), Some(ErrorKind::Panicked), "{:?}", o.result);
+        } else {
+            assert!(o.is_ok(), "page {}: {:?}", o.index, o.result);
+        }
+    }
+}
+
+/// Case 15: the streaming form pulls URLs only as slots free up: at no point
+/// has the model read more than C URLs (plus one it is about to hand out)
+/// beyond those it has reported. A model that collects its input up front,
+/// or spawns a task per URL before the earlier ones finish, fails here; this
+/// is what keeps memory proportional to the concurrency, not to the input.
+pub fn urls_are_pulled_lazily(model: &dyn Model) {
+    let srv = server(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(2)),
+        ..MockConfig::default()
+    });
+    let opts = build(options().max_in_flight(4));
+    let c = model.concurrency(&opts);
+    let n = 120;
+    let (pulled, reported, most_ahead) = (Cell::new(0usize), Cell::new(0usize), Cell::new(0));
+    let mut urls = (0..n).map(|id| {
+        pulled.set(pulled.get() + 1);
+        most_ahead.set(most_ahead.get().max(pulled.get() - reported.get()));
+        srv.page_url(id as u64)
+    });
+    let mut indices = BTreeSet::new();
+    let read = model.run_iter(
+        &mut urls,
+        &opts,
+        &mut |o| {
+            reported.set(reported.get() + 1);
+            assert!(o.is_ok(), "page {}: {:?}", o.index, o.result);
+            assert!(indices.insert(o.index), "index {} reported twice", o.index);
+        },
+        &CancelToken::new(),
+    );
+    assert_eq!(read, n);
+    assert_eq!(indices, (0..n).collect(), "one outcome per URL");
+    assert!(
+        most_ahead.get() <= c + 1,
+        "the model read {} URLs ahead of its outcomes with {c} in flight",
+        most_ahead.get()
+    );
+}

@@ -1,0 +1,190 @@
+//! The record every URL ends with, whatever happened to it.
+//!
+//! A failure is data here, never a reason to stop the batch: the lesson of
+//! Python's `gather(return_exceptions=True)`, made a type. A model returns one
+//! [`Outcome`] per input URL, carrying the URL's input index.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a URL failed: one kind per cause. The names returned by
+/// [`ErrorKind::as_str`] are stable; `fetchlab run` writes them in its JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The URL does not parse, or its scheme is not http or https.
+    InvalidUrl,
+    /// No connection: refused, unreachable, or the host name did not resolve.
+    Connect,
+    /// The TLS handshake failed, or the server's certificate is not trusted.
+    Tls,
+    /// One attempt took longer than the per-attempt request timeout.
+    Timeout,
+    /// The final response had a non-2xx status; [`FetchError::status`] has it.
+    HttpStatus,
+    /// The body was longer than the configured cap; reading stopped there.
+    BodyTooLarge,
+    /// A malformed response, or the connection closed or reset mid-response.
+    Protocol,
+    /// More redirects than the configured maximum.
+    Redirect,
+    /// The URL was not finished when the run's global deadline passed.
+    Deadline,
+    /// The run was cancelled before the URL finished.
+    Cancelled,
+    /// The code fetching or parsing this URL panicked (a bug in the client or
+    /// the CPU stage). The panic is caught where the model runs the URL, so it
+    /// costs this URL alone, never the batch.
+    Panicked,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order (for tables and counters).
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::InvalidUrl,
+        ErrorKind::Connect,
+        ErrorKind::Tls,
+        ErrorKind::Timeout,
+        ErrorKind::HttpStatus,
+        ErrorKind::BodyTooLarge,
+        ErrorKind::Protocol,
+        ErrorKind::Redirect,
+        ErrorKind::Deadline,
+        ErrorKind::Cancelled,
+        ErrorKind::Panicked,
+    ];
+
+    /// The stable snake_case name: `invalid_url`, `connect`, `tls`, `timeout`,
+    /// `http_status`, `body_too_large`, `protocol`, `redirect`, `deadline`,
+    /// `cancelled`, `panicked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidUrl => "invalid_url",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Redirect => "redirect",
+            ErrorKind::Deadline => "deadline",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Panicked => "panicked",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why one URL failed: a kind, a human message, and for HTTP statuses the code
+/// and any `Retry-After` the server sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct FetchError {
+    kind: ErrorKind,
+    message: String,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+}
+
+impl FetchError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        FetchError {
+            kind,
+            message: message.into(),
+            status: None,
+            retry_after: None,
+        }
+    }
+
+    /// A non-2xx final status. `retry_after` is the server's `Retry-After`, if
+    /// any, already parsed (see [`crate::retry::parse_retry_after`]).
+    pub fn http_status(status: u16, retry_after: Option<Duration>) -> Self {
+        FetchError {
+            kind: ErrorKind::HttpStatus,
+            message: format!("HTTP status {status}"),
+            status: Some(status),
+            retry_after,
+        }
+    }
+
+    /// A caught panic, with its message when the payload is a string (as it
+    /// is for `panic!("...")`, `unwrap` and `expect`).
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_string());
+        FetchError::new(ErrorKind::Panicked, format!("panicked: {text}"))
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// The HTTP status, for [`ErrorKind::HttpStatus`].
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+    /// The server's `Retry-After`, when it sent one with an error status.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+/// A fetched page, after the CPU stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The final (2xx) status.
+    pub status: u16,
+    /// Body length in bytes, as received (after any content decoding).
+    pub bytes: u64,
+    /// The `<title>` text, whitespace-collapsed; `None` when the page has none,
+    /// is not HTML, or parsing is turned off.
+    pub title: Option<String>,
+    /// Number of `<a href>` links (0 when not parsed).
+    pub links: usize,
+}
+
+/// The one record a URL ends with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The URL's position in the input.
+    pub index: usize,
+    pub url: String,
+    /// Attempts made (0 when the URL was never tried: invalid, cancelled or past
+    /// the deadline before its turn).
+    pub attempts: u32,
+    /// From the first attempt's start to the final result, backoff included.
+    pub elapsed: Duration,
+    pub result: Result<Page, FetchError>,
+}
+
+impl Outcome {
+    /// An outcome for a URL that was never tried.
+    pub fn untried(index: usize, url: &str, error: FetchError) -> Self {
+        Outcome {
+            index,
+            url: url.to_string(),
+            attempts: 0,
+            elapsed: Duration::ZERO,
+            result: Err(error),
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// The error kind, or `None` for a page.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        self.result.as_ref().err().map(FetchError::kind)
+    }
+}

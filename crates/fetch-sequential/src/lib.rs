@@ -1,0 +1,100 @@
+//! The baseline: one loop, one request at a time, on the calling thread.
+//!
+//! # How it works
+//!
+//! `fetch_all` walks the URL list in order. Each fetch blocks the calling
+//! thread inside ureq's `call()` and body read: the waiting happens in the
+//! kernel (`connect`, `recv`), with the thread asleep. Nobody schedules
+//! anything; the limit in flight is 1 by construction, whatever
+//! `max_in_flight` says, because the next request starts only when the
+//! previous one has finished. Wall time is the sum of every latency.
+//!
+//! One [`BlockingClient`] (a ureq `Agent`) is shared by every request so the
+//! keep-alive connection to each host is reused: without it, every page would
+//! pay a TCP (and TLS) handshake. Its configuration (explicit timeouts, status
+//! codes returned rather than raised, a body cap enforced while reading) is in
+//! `fetch_core::blocking`, because the threads and rayon models use the same
+//! client.
+//!
+//! # When to choose this
+//!
+//! When the list is short, or the server must never see more than one request
+//! at a time (a polite crawl of one fragile host), or as the reference other
+//! models are checked against. Not for throughput: at 10 ms of latency it
+//! cannot exceed 100 pages/s, however many cores there are. The article's
+//! "awaiting one by one" mistake is this model written with `async` syntax.
+//! See the README's results table for measured figures.
+//!
+//! # Copying this crate
+//!
+//! Copy `src/lib.rs` and depend on `fetch-core` (features = ["blocking"]), or
+//! replace `BlockingClient::fetch` with your own ureq call. If you copy it,
+//! keep the timeouts: ureq sets none by default, and one server that never
+//! answers would stop the whole loop.
+//!
+//! # Tests and benchmark
+//!
+//! `cargo test -p fetch-sequential` runs the conformance suite (every case the
+//! other models pass). `cargo bench -- sequential` runs its benchmark rows.
+
+use fetch_core::blocking::BlockingClient;
+use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run};
+
+/// Fetches `urls` one after another, handing each outcome to `on_outcome` as
+/// it finishes. Returns the number of URLs read (one outcome each).
+pub fn fetch_all(
+    client: &BlockingClient,
+    urls: &mut dyn Iterator<Item = String>,
+    options: &Options,
+    on_outcome: &mut dyn FnMut(Outcome),
+    cancel: &CancelToken,
+) -> usize {
+    let run = Run::new(options, cancel);
+    let mut dispatch = Dispatch::new(urls, on_outcome);
+    // `next_url` checks the cancel token and the deadline before handing out
+    // each URL, so a cancel costs at most the request already in flight
+    // (bounded by its timeout); after it, the rest of the input is reported
+    // `cancelled` without a request.
+    while let Some((index, url)) = dispatch.next_url(&run) {
+        let outcome = client.fetch(&run, index, &url);
+        dispatch.record(outcome);
+    }
+    dispatch.finish(&run)
+}
+
+/// The sequential model, for the CLI, the benches and the conformance suite.
+/// It keeps its agent between runs with the same options.
+#[derive(Default)]
+pub struct Sequential {
+    client: Cached<BlockingClient>,
+}
+
+impl Sequential {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Model for Sequential {
+    fn name(&self) -> &'static str {
+        "sequential"
+    }
+
+    fn concurrency(&self, _options: &Options) -> usize {
+        1
+    }
+
+    fn run_iter(
+        &self,
+        urls: &mut dyn Iterator<Item = String>,
+        options: &Options,
+        on_outcome: &mut dyn FnMut(Outcome),
+        cancel: &CancelToken,
+    ) -> usize {
+        // One request at a time needs one idle connection per host.
+        let client = self
+            .client
+            .get_or_build(options, |o| BlockingClient::new(o, 1));
+        fetch_all(&client, urls, options, on_outcome, cancel)
+    }
+}

@@ -1,0 +1,59 @@
+//! `fetchlab`: which concurrency model should I use to fetch many URLs?
+//!
+//! - `fetchlab` (or `fetchlab compare`): runs every model on the same
+//!   workload against an in-process mock server and prints a table.
+//! - `fetchlab run`: fetches a real URL list with one model, one JSON line
+//!   per URL.
+//! - `fetchlab mock`: runs the mock server in the foreground.
+
+mod compare;
+mod mock;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "fetchlab",
+    version,
+    about = "Compare concurrency models for fetching many URLs",
+    long_about = "Compare concurrency models for fetching many URLs.\n\n\
+        With no subcommand, runs `compare` on the default workload: every model \
+        fetches the same pages from an in-process mock server on 127.0.0.1.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    compare: compare::CompareArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every model on the same workload against a local mock server and print a table.
+    Compare(compare::CompareArgs),
+    /// Fetch a list of URLs with one model; one JSON line per URL.
+    Run(run::RunArgs),
+    /// Run the mock server in the foreground and print its base URL.
+    Mock(mock::MockArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => compare::compare(&cli.compare),
+        Some(Command::Compare(args)) => compare::compare(&args),
+        Some(Command::Run(args)) => run::run(&args),
+        Some(Command::Mock(args)) => mock::mock(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fetchlab: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The counters tests assert on, and the guard that keeps `in_flight` exact.
+//!
+//! Tests compare these numbers with `==`, so each one has a precise meaning
+//! (see the README) and is updated at one place only.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::Serialize;
+
+/// A snapshot of the server's counters, from [`crate::MockServer::stats`] or `GET /__stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Requests per page id, counted when a `/page/{id}` request starts.
+    pub requests_per_id: BTreeMap<u64, u64>,
+    /// Every request on any path except `/__stats`, counted when it starts.
+    pub total_requests: u64,
+    /// Requests started and not yet finished (see the README for "finished").
+    pub in_flight: u64,
+    /// The largest `in_flight` seen since start or the last reset.
+    pub max_in_flight: u64,
+    /// TCP connections accepted (for TLS too: counted before the handshake).
+    pub connections: u64,
+    /// Response body bytes handed to hyper for sending (excluding `/__stats`).
+    pub bytes_sent: u64,
+}
+
+/// The live counters. Plain atomics: each is a single number updated from many
+/// tasks, and `SeqCst` everywhere keeps the reasoning simple at no measurable cost
+/// next to a network round trip.
+#[derive(Default)]
+pub(crate) struct Counters {
+    total_requests: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    connections: AtomicU64,
+    bytes_sent: AtomicU64,
+    // A std Mutex is right here: held for one map update, never across an `.await`.
+    per_id: Mutex<HashMap<u64, u64>>,
+    /// Ids whose `fail_once` 503 has been served. Separate from `per_id` so that
+    /// "first request" means first request *with fail_once active*.
+    fail_once_tripped: Mutex<HashSet<u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while these locks are held; if it ever did, a counter map
+    // is still valid data, so recovering from poisoning is safe.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Counters {
+    pub(crate) fn connection_accepted(&self) {
+        self.connections.fetch_add(1, SeqCst);
+    }
+
+    pub(crate) fn page_requested(&self, id: u64) {
+        *lock(&self.per_id).entry(id).or_insert(0) += 1;
+    }
+
+    pub(crate) fn add_bytes_sent(&self, n: u64) {
+        self.bytes_sent.fetch_add(n, SeqCst);
+    }
+
+    /// Returns true exactly once per id (until the next reset).
+    pub(crate) fn trip_fail_once(&self, id: u64) -> bool {
+        lock(&self.fail_once_tripped).insert(id)
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            requests_per_id: lock(&self.per_id).iter().map(|(&k, &v)| (k, v)).collect(),
+            total_requests: self.total_requests.load(SeqCst),
+            in_flight: self.in_flight.load(SeqCst),
+            max_in_flight: self.max_in_flight.load(SeqCst),
+            connections: self.connections.load(SeqCst),
+            bytes_sent: self.bytes_sent.load(SeqCst),
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        self.total_requests.store(0, SeqCst);
+        self.connections.store(0, SeqCst);
+        self.bytes_sent.store(0, SeqCst);
+        lock(&self.per_id).clear();
+        lock(&self.fail_once_tripped).clear();
+        // in_flight is a level, not a count: requests still running will still
+        // decrement it, so it must not be zeroed. The maximum restarts from it.
+        self.max_in_flight
+            .store(self.in_flight.load(SeqCst), SeqCst);
+    }
+}
+
+/// One request in flight. Created when the handler starts; `in_flight` goes down
+/// exactly once, when this is dropped. The response body drops it just before it
+/// yields its last data frame (or its error frame), and hyper drops it with the
+/// body if the connection goes away first.
+pub(crate) struct InFlight {
+    counters: Arc<Counters>,
+}
+
+impl InFlight {
+    pub(crate) fn start(counters: &Arc<Counters>) -> InFlight {
+        counters.total_requests.fetch_add(1, SeqCst);
+        let now = counters.in_flight.fetch_add(1, SeqCst) + 1;
+        counters.max_in_flight.fetch_max(now, SeqCst);
+        InFlight {
+            counters: Arc::clone(counters),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counters.in_flight.fetch_sub(1, SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_counts_and_reset_keeps_level() {
+        let c = Arc::new(Counters::default());
+        let a = InFlight::start(&c);
+        let b = InFlight::start(&c);
+        assert_eq!(c.snapshot().max_in_flight, 2);
+        drop(a);
+        c.reset();
+        let s = c.snapshot();
+        assert_eq!((s.in_flight, s.max_in_flight, s.total_requests), (1, 1, 0));
+        drop(b);
+        assert_eq!(c.snapshot().in_flight, 0);
+        assert!(c.trip_fail_once(3));
+        assert!(!c.trip_fail_once(3));
+    }
+}
