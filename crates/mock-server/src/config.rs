@@ -67,8 +67,8 @@ impl MockConfig {
             (Fault::NotFound, &f.not_found),
             (Fault::TooMany, &f.too_many),
             (Fault::FailOnce, &f.fail_once),
-            (Fault::Reset, &f.reset),
             (Fault::Oversized, &f.oversized),
+            (Fault::Reset, &f.reset),
             (Fault::Drip, &f.drip),
         ]
         .into_iter()
@@ -206,8 +206,8 @@ pub enum Fault {
     NotFound,
     TooMany,
     FailOnce,
-    Reset,
     Oversized,
+    Reset,
     Drip,
 }
 
