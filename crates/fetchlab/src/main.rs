@@ -39,6 +39,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run the mock server in the foreground and print its base URL.
     Mock(mock::MockArgs),
+    /// List the available models, one name per line (for scripts).
+    Models,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,10 @@ fn main() -> ExitCode {
         Some(Command::Compare(args)) => compare::compare(&args),
         Some(Command::Run(args)) => run::run(&args),
         Some(Command::Mock(args)) => mock::mock(&args),
+        Some(Command::Models) => {
+            fetchlab::models::names().iter().for_each(|n| println!("{n}"));
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
