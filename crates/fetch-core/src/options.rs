@@ -276,9 +276,12 @@ impl OptionsBuilder {
                 "retry status {bad} is not an HTTP status (100-599)"
             )));
         }
-        if o.user_agent.is_empty() || o.user_agent.chars().any(|c| c.is_control()) {
+        // Header values are ASCII on the wire; some clients (http-types,
+        // under surf) reject anything else, so every model gets the same rule.
+        let visible = |c: char| c == ' ' || c.is_ascii_graphic();
+        if o.user_agent.is_empty() || !o.user_agent.chars().all(visible) {
             return Err(OptionsError::new(
-                "user agent must be non-empty printable text",
+                "user agent must be non-empty visible ASCII (a header value)",
             ));
         }
         Ok(o)
@@ -341,6 +344,9 @@ mod tests {
         assert!(Options::builder().max_body_bytes(0).build().is_err());
         assert!(Options::builder().retry_statuses([99]).build().is_err());
         assert!(Options::builder().user_agent("").build().is_err());
+        assert!(Options::builder().user_agent("caf\u{e9}/1").build().is_err());
+        assert!(Options::builder().user_agent("a\r\nX-Injected: 1").build().is_err());
+        assert!(Options::builder().user_agent("fetchlab/1 (+x)").build().is_ok());
         assert!(
             Options::builder()
                 .backoff(Duration::from_secs(2), Duration::from_secs(1))
