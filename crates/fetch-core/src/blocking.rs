@@ -177,6 +177,14 @@ fn io_kind(err: &io::Error) -> ErrorKind {
     {
         return ErrorKind::Tls;
     }
+    // A failed DNS lookup comes from std's getaddrinfo wrapper as an
+    // uncategorised I/O error; its message is the only thing that says so.
+    if err
+        .to_string()
+        .starts_with("failed to lookup address information")
+    {
+        return ErrorKind::Connect;
+    }
     match err.kind() {
         K::ConnectionRefused | K::AddrNotAvailable | K::HostUnreachable | K::NetworkUnreachable => {
             ErrorKind::Connect
@@ -184,5 +192,25 @@ fn io_kind(err: &io::Error) -> ErrorKind {
         K::TimedOut | K::WouldBlock => ErrorKind::Timeout,
         // Reset, aborted, unexpected EOF: the connection died mid-response.
         _ => ErrorKind::Protocol,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_map_to_kinds() {
+        let dns =
+            io::Error::other("failed to lookup address information: Name or service not known");
+        assert_eq!(io_kind(&dns), ErrorKind::Connect);
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(io_kind(&refused), ErrorKind::Connect);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(io_kind(&reset), ErrorKind::Protocol);
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(io_kind(&eof), ErrorKind::Protocol);
+        let tls = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert_eq!(io_kind(&tls), ErrorKind::Tls);
     }
 }
