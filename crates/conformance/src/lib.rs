@@ -43,6 +43,7 @@ macro_rules! suite {
             https_with_trusted_root,
             panic_costs_one_url,
             urls_are_pulled_lazily,
+            failures_do_not_poison_the_next_request,
         );
     };
     (@cases $model:expr; $($case:ident),* $(,)?) => {
@@ -526,4 +527,35 @@ pub fn urls_are_pulled_lazily(model: &dyn Model) {
         "the model read {} URLs ahead of its outcomes with {c} in flight",
         most_ahead.get()
     );
+}
+
+/// Case 16: a failure does not poison the connection the next request uses.
+/// With one request in flight, every page goes through the same slot: after a
+/// timeout, a body cut off at the cap and a reset mid-body, the pages that
+/// follow must still succeed. (surf's pool, for one, takes back a connection
+/// whatever state its last response left it in.)
+pub fn failures_do_not_poison_the_next_request(model: &dyn Model) {
+    let mut config = MockConfig::default();
+    config.faults.hang = ids(&[1]);
+    config.faults.oversized = ids(&[3]);
+    config.faults.reset = ids(&[5]);
+    let srv = server(config);
+    let urls = srv.page_urls(10);
+    let opts = build(
+        options()
+            .max_in_flight(1)
+            .retries(0)
+            .request_timeout(Duration::from_millis(300))
+            .max_body_bytes(64 << 10),
+    );
+    let outcomes = run(model, &urls, &opts);
+    for o in &outcomes {
+        let expected = match o.index {
+            1 => Some(ErrorKind::Timeout),
+            3 => Some(ErrorKind::BodyTooLarge),
+            5 => Some(ErrorKind::Protocol),
+            _ => None,
+        };
+        assert_eq!(kind(o), expected, "page {}: {:?}", o.index, o.result);
+    }
 }

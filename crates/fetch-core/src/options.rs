@@ -344,9 +344,24 @@ mod tests {
         assert!(Options::builder().max_body_bytes(0).build().is_err());
         assert!(Options::builder().retry_statuses([99]).build().is_err());
         assert!(Options::builder().user_agent("").build().is_err());
-        assert!(Options::builder().user_agent("caf\u{e9}/1").build().is_err());
-        assert!(Options::builder().user_agent("a\r\nX-Injected: 1").build().is_err());
-        assert!(Options::builder().user_agent("fetchlab/1 (+x)").build().is_ok());
+        assert!(
+            Options::builder()
+                .user_agent("caf\u{e9}/1")
+                .build()
+                .is_err()
+        );
+        assert!(
+            Options::builder()
+                .user_agent("a\r\nX-Injected: 1")
+                .build()
+                .is_err()
+        );
+        assert!(
+            Options::builder()
+                .user_agent("fetchlab/1 (+x)")
+                .build()
+                .is_ok()
+        );
         assert!(
             Options::builder()
                 .backoff(Duration::from_secs(2), Duration::from_secs(1))

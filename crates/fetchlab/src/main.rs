@@ -51,7 +51,9 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run::run(&args),
         Some(Command::Mock(args)) => mock::mock(&args),
         Some(Command::Models) => {
-            fetchlab::models::names().iter().for_each(|n| println!("{n}"));
+            fetchlab::models::names()
+                .iter()
+                .for_each(|n| println!("{n}"));
             Ok(())
         }
     };

@@ -1,15 +1,20 @@
-//! Every model the CLI knows, by name. A new model crate adds one line here.
+//! Every model the CLI and the benches know, by name. A new model crate adds
+//! one line to `MODELS` and one dependency to this crate's Cargo.toml.
 
 use anyhow::{Result, bail};
 use fetch_core::Model;
 
 type Constructor = fn() -> Box<dyn Model>;
 
-/// (name, constructor), in the order tables list them: blocking models first,
-/// then the async ones.
-const MODELS: &[(&str, Constructor)] = &[("sequential", || {
-    Box::new(fetch_sequential::Sequential::new())
-})];
+/// (name, constructor), in the order tables list them: the blocking models
+/// first, then the async ones.
+const MODELS: &[(&str, Constructor)] = &[
+    ("sequential", || {
+        Box::new(fetch_sequential::Sequential::new())
+    }),
+    ("tokio", || Box::new(fetch_tokio::Tokio::new())),
+    ("async-std", || Box::new(fetch_async_std::AsyncStd::new())),
+];
 
 /// Every model's name, in table order.
 pub fn names() -> Vec<&'static str> {
@@ -34,9 +39,13 @@ pub fn parse_list(list: &str) -> Result<Vec<&'static str>> {
     }
     let mut out = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        build(name)?; // validates the name with a helpful message
-        let known = names().into_iter().find(|n| *n == name);
-        out.extend(known);
+        match MODELS.iter().find(|(n, _)| *n == name) {
+            Some((known, _)) => out.push(*known),
+            None => bail!(
+                "unknown model {name:?}; available models: {}",
+                names().join(", ")
+            ),
+        }
     }
     if out.is_empty() {
         bail!("--models needs at least one model name");

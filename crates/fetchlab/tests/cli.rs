@@ -139,7 +139,7 @@ fn bad_input_is_a_clear_error() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("available models: sequential"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("available models: sequential,"));
 
     let out = fetchlab()
         .args([

@@ -1,0 +1,1 @@
+conformance::suite!(fetch_async_std::AsyncStd::new());
