@@ -14,6 +14,7 @@ const MODELS: &[(&str, Constructor)] = &[
     }),
     ("tokio", || Box::new(fetch_tokio::Tokio::new())),
     ("async-std", || Box::new(fetch_async_std::AsyncStd::new())),
+    ("smol", || Box::new(fetch_smol::Smol::new())),
 ];
 
 /// Every model's name, in table order.

@@ -1,0 +1,1 @@
+conformance::suite!(fetch_smol::Smol::new());
