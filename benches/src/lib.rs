@@ -1,5 +1,8 @@
-//! Helpers for the criterion benches: build the workload once, and refuse to
-//! time a model whose pages differ from the sequential model's.
+//! Helpers for the criterion benches (the reference pages every model is
+//! checked against, and a run that counts successes) and, in [`report`], the
+//! `bench-report` tool that turns results into docs/results/.
+
+pub mod report;
 
 use anyhow::{Result, bail};
 use fetch_core::{CancelToken, Model, Options, Outcome, Page};
@@ -15,28 +18,49 @@ fn pages(outcomes: &[Outcome]) -> Result<Vec<Page>> {
         .collect()
 }
 
-/// Runs `model` once and checks that every page equals the sequential
-/// model's page for the same URL (rayon-demo's rule: a variant that returns
-/// wrong results must not get a time).
-pub fn verify_against_sequential(
-    model: &dyn Model,
-    urls: &[String],
-    options: &Options,
-) -> Result<()> {
-    let run = |m: &dyn Model| m.run(urls, options, &mut |_| {}, &CancelToken::new());
-    let reference = pages(&run(&fetch_sequential::Sequential::new()))?;
-    let got = pages(&run(model))?;
-    if got != reference {
-        bail!("{}: pages differ from the sequential model's", model.name());
+fn run(model: &dyn Model, urls: &[String], options: &Options) -> Vec<Outcome> {
+    model.run(urls, options, &mut |_| {}, &CancelToken::new())
+}
+
+/// A workload's URLs and the pages the sequential model fetched for them.
+///
+/// rayon-demo's rule: every variant is checked against the sequential result
+/// before it is timed, so a model that returns wrong results never gets a time.
+pub struct Reference {
+    urls: Vec<String>,
+    pages: Vec<Page>,
+}
+
+impl Reference {
+    /// Fetches `urls` once with the sequential model.
+    pub fn new(urls: Vec<String>, options: &Options) -> Reference {
+        let outcomes = run(&fetch_sequential::Sequential::new(), &urls, options);
+        let pages = pages(&outcomes).unwrap_or_else(|e| panic!("reference run failed: {e}"));
+        Reference { urls, pages }
     }
-    Ok(())
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// Runs `model` once and compares every page with the reference.
+    pub fn verify(&self, model: &dyn Model, options: &Options) -> Result<()> {
+        let got = pages(&run(model, &self.urls, options))?;
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != self.pages[i]) {
+            bail!(
+                "page {i} differs: {:?} against the reference {:?}",
+                got[i],
+                self.pages[i]
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Runs `model` over `urls` and returns how many pages succeeded; the bench
 /// closure asserts it, so a run that silently fails cannot look fast.
 pub fn run_ok(model: &dyn Model, urls: &[String], options: &Options) -> usize {
-    model
-        .run(urls, options, &mut |_| {}, &CancelToken::new())
+    run(model, urls, options)
         .iter()
         .filter(|o| o.is_ok())
         .count()
