@@ -12,6 +12,8 @@ const MODELS: &[(&str, Constructor)] = &[
     ("sequential", || {
         Box::new(fetch_sequential::Sequential::new())
     }),
+    ("threads", || Box::new(fetch_threads::Threads::new())),
+    ("rayon", || Box::new(fetch_rayon::Rayon::new())),
     ("tokio", || Box::new(fetch_tokio::Tokio::new())),
     ("async-std", || Box::new(fetch_async_std::AsyncStd::new())),
     ("smol", || Box::new(fetch_smol::Smol::new())),
