@@ -131,6 +131,13 @@ impl Options {
     pub fn cpu_work(&self) -> u32 {
         self.cpu_work
     }
+    /// Whether the CPU stage does any work: parsing, extra CPU work or an
+    /// injected panic. When it does not, [`crate::parse::page`] only fills in
+    /// the record, and async models run it in place rather than paying a hop
+    /// to a blocking pool (a cross-thread wake-up per page).
+    pub fn has_cpu_stage(&self) -> bool {
+        self.parse || self.cpu_work > 0 || self.panic_marker.is_some()
+    }
     /// The `User-Agent` header sent with every request.
     pub fn user_agent(&self) -> &str {
         &self.user_agent
