@@ -23,7 +23,10 @@
 //! models are checked against. Not for throughput: at 10 ms of latency it
 //! cannot exceed 100 pages/s, however many cores there are. The article's
 //! "awaiting one by one" mistake is this model written with `async` syntax.
-//! See the README's results table for measured figures.
+//! Measured on the 2-core reference VM
+//! (docs/results/2026-11-24-2-core-AMD-EPYC): 93 pages/s at 10 ms (1% of what
+//! wrk reaches with 100 in flight), yet 0.3 times the article's Python program
+//! only because that one keeps 100 in flight.
 //!
 //! # Copying this crate
 //!
