@@ -342,14 +342,11 @@ impl Clients {
                 tls = tls.add_root_certificate(cert);
             }
         }
-        // http-types takes only ASCII header values; fetch-core allows any
-        // printable text, so other characters are sent as '?'.
-        let user_agent: String = (options.user_agent().chars())
-            .map(|c| if c.is_ascii() { c } else { '?' })
-            .collect();
+        // http-types takes only ASCII header values, and fetch-core's Options
+        // accept only a visible-ASCII user agent, so this cannot fail.
         let config = surf::Config::new()
-            .add_header(headers::USER_AGENT, user_agent.as_str())
-            .expect("an ASCII value is a valid header value")
+            .add_header(headers::USER_AGENT, options.user_agent())
+            .expect("fetch-core validates the user agent as visible ASCII")
             // Our timeout covers the whole attempt; surf's would cover less.
             .set_timeout(None)
             .set_max_connections_per_host(1)

@@ -94,11 +94,15 @@ impl Client {
         for n in 1..cores {
             let (executor, stopped) = (Arc::clone(&executor), stopped.clone());
             // `block_on` also drives the reactor whenever the executor is idle.
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("fetch-smol-{n}"))
-                .spawn(move || smol::block_on(executor.run(stopped.recv())))
-                // Out of threads at start-up: there is nothing to fall back to.
-                .expect("spawn an executor thread");
+                .spawn(move || smol::block_on(executor.run(stopped.recv())));
+            // Out of threads: run with the ones we have. The calling thread
+            // drives the executor too while `fetch_all` runs, so fewer threads
+            // make the run slower, never stuck.
+            if spawned.is_err() {
+                break;
+            }
         }
         Client {
             http: Http::new(options, Arc::clone(&executor)),
