@@ -30,7 +30,7 @@ use std::time::Instant;
 use ureq::Agent;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-use crate::{ErrorKind, FetchError, Options, Outcome, Run, check_url, parse, retry};
+use crate::{Dispatch, ErrorKind, FetchError, Options, Outcome, Run, check_url, parse, retry};
 
 /// A ureq agent configured from [`Options`]. Cheap to share by reference
 /// across threads: the agent's pool is behind a lock.
@@ -102,6 +102,18 @@ impl BlockingClient {
             parse::page(status, &body, content_type.as_deref(), run.options())
         });
         run.outcome(index, url, attempts, started, result)
+    }
+
+    /// Fetches every URL `dispatch` hands out, one after another, on the
+    /// calling thread: the sequential model, and the fallback of the threads
+    /// and rayon models when not one worker thread could be started.
+    /// `next_url` checks the cancel token and the deadline before each URL,
+    /// so a cancel costs at most the request in flight (bounded by its
+    /// timeout), and the rest of the input is reported without a request.
+    pub fn fetch_in_turn(&self, run: &Run, dispatch: &mut Dispatch<'_>) {
+        while let Some((index, url)) = dispatch.next_url(run) {
+            dispatch.record(self.fetch(run, index, &url));
+        }
     }
 
     /// One attempt: the final status, the body (capped) and its content type.

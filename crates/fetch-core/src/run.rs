@@ -78,26 +78,23 @@ impl CancelToken {
     }
 }
 
-/// One run of a model over a URL list: its options, its start and deadline,
-/// and its cancel token. Models create it at the start of a run; it owns
+/// One run of a model over a URL list: its options, its deadline and its
+/// cancel token. Models create it at the start of a run; it owns
 /// copies of both, so async models can share it with spawned tasks through
 /// an `Arc`.
 #[derive(Debug)]
 pub struct Run {
     options: Options,
     cancel: CancelToken,
-    start: Instant,
     deadline: Option<Instant>,
 }
 
 impl Run {
     pub fn new(options: &Options, cancel: &CancelToken) -> Self {
-        let start = Instant::now();
         Run {
             options: options.clone(),
             cancel: cancel.clone(),
-            start,
-            deadline: options.deadline().map(|d| start + d),
+            deadline: options.deadline().map(|d| Instant::now() + d),
         }
     }
 
@@ -106,9 +103,6 @@ impl Run {
     }
     pub fn cancel_token(&self) -> &CancelToken {
         &self.cancel
-    }
-    pub fn started(&self) -> Instant {
-        self.start
     }
     /// The instant the global deadline passes, if there is one.
     pub fn deadline(&self) -> Option<Instant> {

@@ -219,9 +219,7 @@ impl Model for Rayon {
                 // Not one thread: the calling thread fetches alone.
                 let run = Run::new(options, cancel);
                 let mut dispatch = Dispatch::new(urls, on_outcome);
-                while let Some((index, url)) = dispatch.next_url(&run) {
-                    dispatch.record(client.fetch(&run, index, &url));
-                }
+                client.fetch_in_turn(&run, &mut dispatch);
                 dispatch.finish(&run)
             }
         }

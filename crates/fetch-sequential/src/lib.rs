@@ -54,14 +54,13 @@ pub fn fetch_all(
 ) -> usize {
     let run = Run::new(options, cancel);
     let mut dispatch = Dispatch::new(urls, on_outcome);
-    // `next_url` checks the cancel token and the deadline before handing out
-    // each URL, so a cancel costs at most the request already in flight
-    // (bounded by its timeout); after it, the rest of the input is reported
-    // `cancelled` without a request.
-    while let Some((index, url)) = dispatch.next_url(&run) {
-        let outcome = client.fetch(&run, index, &url);
-        dispatch.record(outcome);
-    }
+    // The whole model: take the next URL, fetch it, record it, repeat. The
+    // loop is `fetch_in_turn` in fetch-core, shared with the threads and
+    // rayon models' fallback. `next_url` checks the cancel token and the
+    // deadline before handing out each URL, so a cancel costs at most the
+    // request already in flight (bounded by its timeout); after it, the rest
+    // of the input is reported `cancelled` without a request.
+    client.fetch_in_turn(&run, &mut dispatch);
     dispatch.finish(&run)
 }
 

@@ -134,9 +134,7 @@ pub fn fetch_all(
         drop(done_tx);
         if slots == 0 {
             // Not one thread: the calling thread fetches alone.
-            while let Some((index, url)) = dispatch.next_url(&run) {
-                dispatch.record(client.fetch(&run, index, &url));
-            }
+            client.fetch_in_turn(&run, &mut dispatch);
             return;
         }
 
