@@ -26,13 +26,7 @@ pub fn names() -> Vec<&'static str> {
 
 /// Builds the model called `name`, or says which names exist.
 pub fn build(name: &str) -> Result<Box<dyn Model>> {
-    match MODELS.iter().find(|(n, _)| *n == name) {
-        Some((_, make)) => Ok(make()),
-        None => bail!(
-            "unknown model {name:?}; available models: {}",
-            names().join(", ")
-        ),
-    }
+    lookup(name).map(|(_, make)| make())
 }
 
 /// Parses a comma-separated list of model names ("all" for every model).
@@ -40,18 +34,25 @@ pub fn parse_list(list: &str) -> Result<Vec<&'static str>> {
     if list.trim() == "all" {
         return Ok(names());
     }
-    let mut out = Vec::new();
-    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match MODELS.iter().find(|(n, _)| *n == name) {
-            Some((known, _)) => out.push(*known),
-            None => bail!(
-                "unknown model {name:?}; available models: {}",
-                names().join(", ")
-            ),
-        }
-    }
+    let out = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|name| lookup(name).map(|(known, _)| *known))
+        .collect::<Result<Vec<_>>>()?;
     if out.is_empty() {
         bail!("--models needs at least one model name");
     }
     Ok(out)
+}
+
+/// The registry entry called `name`, or an error listing the names.
+fn lookup(name: &str) -> Result<&'static (&'static str, Constructor)> {
+    match MODELS.iter().find(|(n, _)| *n == name) {
+        Some(entry) => Ok(entry),
+        None => bail!(
+            "unknown model {name:?}; available models: {}",
+            names().join(", ")
+        ),
+    }
 }

@@ -69,11 +69,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let model = models::build(&args.model)?;
     let options = options(args)?;
     // The progress bar's length: a file is counted first (a quick streaming
-    // pass); standard input can only be read once, so it gets a spinner.
-    let total = if is_stdin(&args.urls) {
-        None
-    } else {
+    // pass), but only when the bar is shown; standard input can only be read
+    // once, so it gets a spinner.
+    let show_progress = !args.no_progress && io::stderr().is_terminal();
+    let total = if show_progress && !is_stdin(&args.urls) {
         Some(count_urls(open_urls(&args.urls)?).with_context(|| in_file(&args.urls))?)
+    } else {
+        None
     };
     let mut urls = UrlLines::new(open_urls(&args.urls)?);
     let mut out: Box<dyn Write> = if is_stdin(&args.out) {
@@ -100,7 +102,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
 
-    let progress = progress_bar(args, total);
+    let progress = if show_progress {
+        progress_bar(total)
+    } else {
+        ProgressBar::hidden()
+    };
     let mut write_error: Option<io::Error> = None;
     let mut tally = Tally::new();
     let started = Instant::now();
@@ -148,10 +154,7 @@ fn in_file(path: &Path) -> String {
     format!("reading URLs from {}", path.display())
 }
 
-fn progress_bar(args: &RunArgs, total: Option<u64>) -> ProgressBar {
-    if args.no_progress || !io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
+fn progress_bar(total: Option<u64>) -> ProgressBar {
     let (bar, template) = match total {
         Some(n) => (
             ProgressBar::new(n),
