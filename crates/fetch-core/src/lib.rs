@@ -10,6 +10,8 @@
 //! - [`Outcome`], [`Page`], [`FetchError`] and [`ErrorKind`]: the one record
 //!   every URL ends with, and one error kind per cause.
 //! - [`retry`]: which failures are retried and how long to wait first.
+//! - [`check_url`]: every URL checked and normalised once (WHATWG rules,
+//!   at most [`MAX_URL_BYTES`]), so every model requests the same string.
 //! - [`Run`]: the run's deadline, cancellation and the retry loop;
 //!   [`Dispatch`] hands out URLs as slots free up and keeps the "exactly one
 //!   outcome per URL" invariant.
@@ -21,6 +23,7 @@
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
+mod input;
 mod model;
 mod options;
 mod outcome;
@@ -29,8 +32,9 @@ pub mod retry;
 mod run;
 mod summary;
 
+pub use input::{MAX_URL_BYTES, check_url, shown_url};
 pub use model::Model;
 pub use options::{DEFAULT_RETRY_STATUSES, Options, OptionsBuilder, OptionsError};
 pub use outcome::{ErrorKind, FetchError, Outcome, Page};
-pub use run::{Cached, CancelToken, Dispatch, Run, check_url};
+pub use run::{Cached, CancelToken, Dispatch, Run};
 pub use summary::{Percentiles, Summary, Tally};

@@ -3,21 +3,25 @@
 //! one outcome per URL.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use event_listener::{Event, Listener};
 
+use crate::input::{check_url, shown_url};
 use crate::{ErrorKind, FetchError, Options, Outcome, Page, retry};
 
 /// Stops a run: no new requests start, and unfinished URLs end `cancelled`.
 ///
 /// Cheap to clone (clones share one flag). Blocking code waits on it with
 /// [`CancelToken::wait_timeout`], async code with [`CancelToken::cancelled`],
-/// so one token serves every model.
+/// so one token serves every model. A wait the token cannot wake (a thread
+/// blocked reading a socket) registers a hook with
+/// [`CancelToken::on_cancel`] that ends it from outside.
 #[derive(Clone, Debug, Default)]
 pub struct CancelToken {
     inner: Arc<CancelInner>,
@@ -27,6 +31,23 @@ pub struct CancelToken {
 struct CancelInner {
     cancelled: AtomicBool,
     event: Event,
+    hooks: Mutex<Hooks>,
+}
+
+/// The hooks [`CancelToken::on_cancel`] registered, each with the id its
+/// guard removes it by.
+#[derive(Default)]
+struct Hooks {
+    next_id: u64,
+    pending: Vec<(u64, Box<dyn FnOnce() + Send>)>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("pending", &self.pending.len())
+            .finish()
+    }
 }
 
 impl CancelToken {
@@ -34,10 +55,56 @@ impl CancelToken {
         Self::default()
     }
 
-    /// Cancels the run; every waiter wakes up.
+    /// Cancels the run; every waiter wakes up, and every hook registered
+    /// with [`on_cancel`](Self::on_cancel) runs, once, on this thread.
     pub fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::SeqCst);
         self.inner.event.notify(usize::MAX);
+        // Taken out of the lock before they run: a hook may take a while
+        // (shutting sockets down), and a guard dropped meanwhile on another
+        // thread must not wait for it. A second cancel finds none left.
+        let hooks = std::mem::take(&mut self.hooks().pending);
+        for (_, hook) in hooks {
+            hook();
+        }
+    }
+
+    /// Runs `hook` when the token is cancelled, on the thread that cancels
+    /// it, or at once on this thread if it already is; never more than once.
+    /// Dropping the returned guard unregisters the hook, so a run registers
+    /// one for as long as it lasts and a later cancel does not reach it.
+    ///
+    /// For waits that neither [`wait_timeout`](Self::wait_timeout) nor
+    /// [`cancelled`](Self::cancelled) can end: the blocking models shut
+    /// their client's sockets down from here, which wakes every thread
+    /// blocked reading them. A hook should be quick and must not block on
+    /// the run it cancels.
+    #[must_use = "dropping the guard unregisters the hook at once"]
+    pub fn on_cancel(&self, hook: impl FnOnce() + Send + 'static) -> OnCancel {
+        let mut hooks = self.hooks();
+        // Checked under the lock that `cancel` takes after setting the flag:
+        // either this sees the flag, or `cancel` sees the hook. Never neither.
+        if self.is_cancelled() {
+            drop(hooks);
+            hook();
+            return OnCancel { token: None, id: 0 };
+        }
+        let id = hooks.next_id;
+        hooks.next_id += 1;
+        hooks.pending.push((id, Box::new(hook)));
+        OnCancel {
+            token: Some(self.clone()),
+            id,
+        }
+    }
+
+    fn hooks(&self) -> MutexGuard<'_, Hooks> {
+        // A hook runs outside the lock, so a panic cannot poison it while a
+        // list is half changed; a poisoned list is still a valid list.
+        self.inner
+            .hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -74,6 +141,23 @@ impl CancelToken {
                 return;
             }
             listener.await;
+        }
+    }
+}
+
+/// Keeps a hook registered with [`CancelToken::on_cancel`]; dropping it
+/// unregisters the hook (if it has not run yet).
+#[derive(Debug)]
+pub struct OnCancel {
+    /// `None` when the hook already ran at registration.
+    token: Option<CancelToken>,
+    id: u64,
+}
+
+impl Drop for OnCancel {
+    fn drop(&mut self) {
+        if let Some(token) = &self.token {
+            token.hooks().pending.retain(|(id, _)| *id != self.id);
         }
     }
 }
@@ -254,26 +338,6 @@ impl Run {
     }
 }
 
-/// Checks a URL before any request: it must parse, use http or https, and
-/// name a host. Returns the parsed URL.
-pub fn check_url(raw: &str) -> Result<url::Url, FetchError> {
-    let parsed = url::Url::parse(raw.trim())
-        .map_err(|e| FetchError::new(ErrorKind::InvalidUrl, format!("{e}: {raw:?}")))?;
-    match parsed.scheme() {
-        "http" | "https" => {}
-        other => {
-            return Err(FetchError::new(
-                ErrorKind::InvalidUrl,
-                format!("scheme {other:?} is not http or https"),
-            ));
-        }
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(FetchError::new(ErrorKind::InvalidUrl, "URL has no host"));
-    }
-    Ok(parsed)
-}
-
 /// The caller's side of a run: hands out URLs as slots free up, and reports
 /// each outcome exactly once.
 ///
@@ -318,12 +382,17 @@ impl<'a> Dispatch<'a> {
             let url = self.urls.next()?;
             let index = self.next_index;
             self.next_index += 1;
-            let refusal = run.stop_reason().or_else(|| check_url(&url).err());
-            match refusal {
-                Some(error) => (self.on_outcome)(Outcome::untried(index, &url, error)),
-                None => {
-                    self.in_flight.insert(index, url.clone());
-                    return Some((index, url));
+            // The model gets the normalised URL to request; the record keeps
+            // the line as it was given, so a user can join records to input.
+            let checked = match run.stop_reason() {
+                Some(stop) => Err(stop),
+                None => check_url(&url),
+            };
+            match checked {
+                Err(error) => (self.on_outcome)(Outcome::untried(index, &shown_url(&url), error)),
+                Ok(normalised) => {
+                    self.in_flight.insert(index, url);
+                    return Some((index, normalised.into()));
                 }
             }
         }
@@ -335,8 +404,9 @@ impl<'a> Dispatch<'a> {
     }
 
     /// Reports one outcome for a URL handed out by [`next_url`](Self::next_url).
-    pub fn record(&mut self, outcome: Outcome) {
-        if self.in_flight.remove(&outcome.index).is_some() {
+    pub fn record(&mut self, mut outcome: Outcome) {
+        if let Some(input) = self.in_flight.remove(&outcome.index) {
+            outcome.url = input;
             (self.on_outcome)(outcome);
         } else {
             // Never handed out, or reported twice: a model bug. Dropping it
@@ -394,22 +464,6 @@ impl<C> Cached<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn invalid_urls_are_rejected() {
-        for bad in [
-            "",
-            "not a url",
-            "ftp://example.com/",
-            "http://",
-            "mailto:a@b.c",
-        ] {
-            let err = check_url(bad).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidUrl, "{bad}");
-        }
-        assert!(check_url("http://127.0.0.1:8080/page/1").is_ok());
-        assert!(check_url(" https://example.com ").is_ok());
-    }
 
     #[test]
     fn dispatch_reports_every_url_once() {
