@@ -1,5 +1,5 @@
-//! The smol model: `max_in_flight` worker tasks on a smol executor, each
-//! owning one keep-alive connection, fed URLs through a bounded channel.
+//! The smol model: up to `max_in_flight` worker tasks on a smol executor,
+//! each owning one keep-alive connection, fed URLs through a channel.
 //!
 //! # How it works
 //!
@@ -14,11 +14,13 @@
 //! `SMOL_THREADS` environment variable says otherwise.)
 //!
 //! What caps the requests in flight: the number of workers. `fetch_all`
-//! spawns `max_in_flight` of them; each takes one `(index, url)` job at a time
-//! from a bounded channel and sends its outcome back. The caller's loop pulls
-//! a URL from `Dispatch` only while fewer than `max_in_flight` are unfinished,
-//! so memory follows the limit, not the input; and as each worker owns one
-//! connection, at most `max_in_flight` are open.
+//! spawns a worker when a URL is ready and every worker it has is busy, up to
+//! `max_in_flight` of them, so 200 URLs with a limit of 100,000 start 200
+//! workers, not 100,000; each takes one `(index, url)` job at a time from a
+//! channel and sends its outcome back. The caller's loop pulls a URL from
+//! `Dispatch` only while fewer than `max_in_flight` are unfinished, so memory
+//! follows the limit, not the input; and as each worker owns one connection,
+//! at most `max_in_flight` are open.
 //!
 //! smol has no HTTP client. What tokio users get from reqwest, `client.rs`
 //! builds on hyper 1's bare `client::conn`: the pool is one connection per
@@ -67,7 +69,7 @@ use std::time::Instant;
 use fetch_core::{
     Cached, CancelToken, Dispatch, ErrorKind, FetchError, Model, Options, Outcome, Page, Run, parse,
 };
-use smol::channel::{Receiver, Sender, bounded};
+use smol::channel::{Receiver, Sender, bounded, unbounded};
 use smol::future::FutureExt as _;
 use smol::lock::Semaphore;
 use smol::{Executor, Task, Timer};
@@ -127,24 +129,17 @@ pub async fn fetch_all(
     let run = Arc::new(Run::new(options, cancel));
     let mut dispatch = Dispatch::new(urls, on_outcome);
     let max_in_flight = options.max_in_flight();
-    // Both channels hold `max_in_flight`, and no more URLs than that are ever
-    // unfinished, so neither `send` below ever waits.
-    let (jobs, job_queue) = bounded(max_in_flight);
-    let (done, outcomes) = bounded(max_in_flight);
-    let workers: Vec<Task<()>> = (0..max_in_flight)
-        .map(|_| {
-            let work = worker(
-                Arc::clone(&run),
-                Arc::clone(client),
-                job_queue.clone(),
-                done.clone(),
-            );
-            client.executor.spawn(work)
-        })
-        .collect();
-    // Only workers hold senders now: if every one were gone, `recv` would
-    // fail rather than wait forever.
-    drop(done);
+    // Unbounded, yet never holding more than `max_in_flight` jobs or outcomes:
+    // the loop below keeps no more URLs than that unfinished. A bounded
+    // channel would allocate all its slots up front, which at a limit of
+    // 100,000 is memory for a run that may have ten URLs.
+    let (jobs, job_queue) = unbounded();
+    let (done, outcomes) = unbounded();
+    // What a new worker is given. Dropped once the input is exhausted, so
+    // that only workers hold these ends: if every worker were gone, `recv`
+    // would fail rather than wait forever.
+    let mut for_workers = Some((job_queue, done));
+    let mut workers: Vec<Task<()>> = Vec::new();
     // The awaiting thread runs tasks too while it waits, rather than sleeping
     // until the next outcome: one thread fewer to wake per request, and
     // progress even where the client started no threads (one core).
@@ -152,16 +147,31 @@ pub async fn fetch_all(
         let mut exhausted = false;
         loop {
             while !exhausted && dispatch.in_flight() < max_in_flight {
-                match dispatch.next_url(&run) {
-                    // Fails only when no worker is left; `finish` reports the URL.
-                    Some(job) => exhausted = jobs.send(job).await.is_err(),
-                    None => exhausted = true,
+                let Some(job) = dispatch.next_url(&run) else {
+                    exhausted = true;
+                    break;
+                };
+                // A worker per unfinished URL, spawned when the first URL
+                // needs it: every worker is busy whenever this is true.
+                if let Some((job_queue, done)) = &for_workers
+                    && workers.len() < dispatch.in_flight()
+                {
+                    let work = worker(
+                        Arc::clone(&run),
+                        Arc::clone(client),
+                        job_queue.clone(),
+                        done.clone(),
+                    );
+                    workers.push(client.executor.spawn(work));
                 }
+                // Fails only when no worker is left; `finish` reports the URL.
+                exhausted = jobs.send(job).await.is_err();
             }
             if exhausted {
                 // Workers finish the job in hand, find the queue closed and
                 // exit, dropping their senders.
                 jobs.close();
+                for_workers = None;
             }
             if dispatch.in_flight() == 0 {
                 break;
