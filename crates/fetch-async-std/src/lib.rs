@@ -17,7 +17,7 @@
 //! deadline, bounds each attempt with async-std's timer, sleeps between
 //! retries on it, and parses on `spawn_blocking`.
 //!
-//! surf 2.3.2 and its http-client 6.5 leave three things to the caller:
+//! surf 2.3.2 and its http-client 6.5 leave four things to the caller:
 //! - **The pool takes back dirty connections**, whatever state their response
 //!   was left in: after a timeout or an unread body, every later request on
 //!   that connection fails. So each slot owns its own client ([`Clients`]),
@@ -27,15 +27,26 @@
 //!   (connect, TLS, head, body) enforces the attempt's budget.
 //! - **Redirects**: surf's `Redirect` middleware sends the final request twice
 //!   and returns the last 3xx when it runs out, so `attempt` follows them.
+//! - **Default headers**: `Config`'s headers (User-Agent, Accept-Encoding)
+//!   are not sent with a `Request` handed to `Client::send`, so `attempt`
+//!   copies them onto each request.
 //!
 //! # When to choose this
 //!
 //! Not for new code. Read it if you maintain an async-std/surf codebase: for
 //! what the stack costs next to the others, what to fix while you are still on
-//! it (above), and how each piece maps to smol. Two costs the loopback
-//! benchmark cannot show: OpenSSL's connector builds a TLS context for every
-//! handshake, and http-client resolves host names with a blocking call on an
-//! executor thread. Measured on the 2-core reference VM
+//! it (above), and how each piece maps to smol.
+//!
+//! Not for HTTP/1.0 servers (Python's `http.server`, many embedded devices):
+//! async-h1, surf's h1 client, rejects every response that is not HTTP/1.1,
+//! so those URLs end `unsupported` after one attempt, where every other model
+//! fetches them. surf's other backends read HTTP/1.0 but change the model:
+//! `curl-client` (isahc) waits on its own curl thread, not on async-std's
+//! reactor, and `hyper-client` runs hyper 0.13 on tokio 0.2.
+//!
+//! Two costs the loopback benchmark cannot show: OpenSSL's connector builds a
+//! TLS context for every handshake, and http-client resolves host names with a
+//! blocking call on an executor thread. Measured on the 2-core reference VM
 //! (docs/results/2026-11-24-2-core-AMD-EPYC): 96% of wrk's rate at 10 ms and
 //! 100 in flight, like tokio and smol; 30-32% at 0 ms, behind tokio (39-42%)
 //! and smol (39-43%).
@@ -60,10 +71,12 @@
 //!
 //! # Tests and benchmark
 //!
-//! `cargo test -p fetch-async-std` runs the conformance suite. `cargo bench --
-//! async-std` runs its benchmark rows; criterion 0.8 has no async-std
-//! executor, so the benches drive this model through its blocking
-//! `Model::run`, which `block_on`s `fetch_all`.
+//! `cargo test -p fetch-async-std` runs the conformance suite, and
+//! `tests/surf_workarounds.rs` for what the suite cannot see (an HTTP/1.0
+//! server, the Accept-Encoding sent). `cargo bench -- async-std` runs its
+//! benchmark rows; criterion 0.8 has no async-std executor, so the benches
+//! drive this model through its blocking `Model::run`, which `block_on`s
+//! `fetch_all`.
 
 use std::io;
 use std::panic::AssertUnwindSafe;
@@ -225,7 +238,14 @@ async fn attempt(
     let mut url = check_url(url)?;
     let cap = options.max_body_bytes();
     for _ in 0..=options.max_redirects() {
-        let request = surf::Request::new(Method::Get, url.clone());
+        let mut request = surf::Request::new(Method::Get, url.clone());
+        // surf documents `Config`'s headers as sent with every request, but
+        // only `client.get(&str)` and its siblings add them, and those panic
+        // on a malformed URL. `Client::send` of a built `Request` skips them:
+        // without this loop no User-Agent went out at all.
+        for (name, values) in &client.config().headers {
+            request.insert_header(name, values);
+        }
         let mut response = client.send(request).await.map_err(map_error)?;
         let status = u16::from(response.status());
         let header = |r: &surf::Response, name: headers::HeaderName| {
@@ -298,6 +318,14 @@ fn map_error(err: surf::Error) -> FetchError {
     let message = err.to_string();
     let pool_failure = message.contains("creating a new object");
     let tls_words = ["SSL", "TLS", "certificate", "handshake"];
+    // async-h1 accepts an HTTP/1.1 response head only (decode.rs: `ensure_eq!(
+    // version, 1, ..)`), and httparse reads no other version than 1.0 and
+    // 1.1. Nothing changes on a second try, so this is no `protocol` error.
+    if message == "Unsupported HTTP version" {
+        let message = "the server answered HTTP/1.0, which surf's h1 client \
+                       (async-h1) cannot read; every other model can";
+        return FetchError::new(ErrorKind::Unsupported, message);
+    }
     let kind = match err.downcast_ref::<io::Error>().map(io::Error::kind) {
         Some(Io::ConnectionRefused | Io::AddrNotAvailable)
         | Some(Io::HostUnreachable | Io::NetworkUnreachable) => ErrorKind::Connect,
@@ -347,6 +375,11 @@ impl Clients {
         let config = surf::Config::new()
             .add_header(headers::USER_AGENT, options.user_agent())
             .expect("fetch-core validates the user agent as visible ASCII")
+            // Nothing under surf's h1 client decodes gzip or brotli (surf's
+            // `encoding` feature is about charsets), and a request without
+            // Accept-Encoding lets the server pick any coding: ask for none.
+            .add_header(headers::ACCEPT_ENCODING, "identity")
+            .expect("a constant ASCII header value")
             // Our timeout covers the whole attempt; surf's would cover less.
             .set_timeout(None)
             .set_max_connections_per_host(1)

@@ -36,11 +36,15 @@ pub enum ErrorKind {
     /// the CPU stage). The panic is caught where the model runs the URL, so it
     /// costs this URL alone, never the batch.
     Panicked,
+    /// The client cannot read what the server sent, e.g. an HTTP/1.0
+    /// response to async-h1 (surf's h1 client). A limit of the client, not a
+    /// fault of the server or the network, so it is never retried.
+    Unsupported,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for tables and counters).
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::InvalidUrl,
         ErrorKind::Connect,
         ErrorKind::Tls,
@@ -52,11 +56,12 @@ impl ErrorKind {
         ErrorKind::Deadline,
         ErrorKind::Cancelled,
         ErrorKind::Panicked,
+        ErrorKind::Unsupported,
     ];
 
     /// The stable snake_case name: `invalid_url`, `connect`, `tls`, `timeout`,
     /// `http_status`, `body_too_large`, `protocol`, `redirect`, `deadline`,
-    /// `cancelled`, `panicked`.
+    /// `cancelled`, `panicked`, `unsupported`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidUrl => "invalid_url",
@@ -70,6 +75,7 @@ impl ErrorKind {
             ErrorKind::Deadline => "deadline",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Panicked => "panicked",
+            ErrorKind::Unsupported => "unsupported",
         }
     }
 }

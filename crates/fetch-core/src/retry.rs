@@ -11,8 +11,9 @@ use crate::{ErrorKind, FetchError, Options};
 /// Transient transport failures (`timeout`, `connect`, `protocol`) and the
 /// configured statuses (by default 408, 429, 500, 502, 503, 504) are retried.
 /// Everything else would fail the same way again: a bad URL, an untrusted
-/// certificate, a 404, a body over the cap, a redirect loop; and `deadline` and
-/// `cancelled` mean the run itself is over.
+/// certificate, a 404, a body over the cap, a redirect loop, a response the
+/// client cannot read (`unsupported`); and `deadline` and `cancelled` mean the
+/// run itself is over.
 pub fn is_retryable(error: &FetchError, options: &Options) -> bool {
     match error.kind() {
         ErrorKind::Timeout | ErrorKind::Connect | ErrorKind::Protocol => true,
@@ -103,6 +104,7 @@ mod tests {
             ErrorKind::Redirect,
             ErrorKind::Deadline,
             ErrorKind::Cancelled,
+            ErrorKind::Unsupported,
         ] {
             assert!(!is_retryable(&FetchError::new(k, "x"), &o), "{k}");
         }

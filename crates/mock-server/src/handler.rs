@@ -39,6 +39,7 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Respo
         return stats_response(&shared);
     }
     let in_flight = InFlight::start(&shared.counters);
+    shared.counters.headers_seen(req.headers());
     let cfg = &shared.config;
 
     let Some(id) = path

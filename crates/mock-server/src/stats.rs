@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use hyper::HeaderMap;
+use hyper::header::{ACCEPT_ENCODING, HeaderValue, USER_AGENT};
 use serde::Serialize;
 
 /// A snapshot of the server's counters, from [`crate::MockServer::stats`] or `GET /__stats`.
@@ -24,6 +26,11 @@ pub struct Stats {
     pub connections: u64,
     /// Response body bytes handed to hyper for sending (excluding `/__stats`).
     pub bytes_sent: u64,
+    /// Requests per `User-Agent` value, counted with `total_requests`; `""`
+    /// stands for a request without one, `"a, b"` for one that sent two.
+    pub user_agents: BTreeMap<String, u64>,
+    /// Requests per `Accept-Encoding` value, the same way.
+    pub accept_encodings: BTreeMap<String, u64>,
 }
 
 /// The live counters. Plain atomics: each is a single number updated from many
@@ -41,6 +48,14 @@ pub(crate) struct Counters {
     /// Ids whose `fail_once` 503 has been served. Separate from `per_id` so that
     /// "first request" means first request *with fail_once active*.
     fail_once_tripped: Mutex<HashSet<u64>>,
+    /// (User-Agent, Accept-Encoding) per request, `""` when absent.
+    headers_seen: Mutex<Headers>,
+}
+
+#[derive(Clone, Default)]
+struct Headers {
+    user_agents: BTreeMap<String, u64>,
+    accept_encodings: BTreeMap<String, u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -62,12 +77,30 @@ impl Counters {
         self.bytes_sent.fetch_add(n, SeqCst);
     }
 
+    /// Records the request headers that clients are asked to get right.
+    pub(crate) fn headers_seen(&self, headers: &HeaderMap) {
+        // Every value, so that a header sent twice shows as "a, b".
+        let value = |name| {
+            let values = headers.get_all(name).iter().map(HeaderValue::as_bytes);
+            let values: Vec<_> = values.map(String::from_utf8_lossy).collect();
+            values.join(", ")
+        };
+        let mut seen = lock(&self.headers_seen);
+        *seen.user_agents.entry(value(USER_AGENT)).or_default() += 1;
+        *seen
+            .accept_encodings
+            .entry(value(ACCEPT_ENCODING))
+            .or_default() += 1;
+    }
+
     /// Returns true exactly once per id (until the next reset).
     pub(crate) fn trip_fail_once(&self, id: u64) -> bool {
         lock(&self.fail_once_tripped).insert(id)
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
+        // Cloned first, so no two of these locks are ever held at once.
+        let seen = lock(&self.headers_seen).clone();
         Stats {
             requests_per_id: lock(&self.per_id).iter().map(|(&k, &v)| (k, v)).collect(),
             total_requests: self.total_requests.load(SeqCst),
@@ -75,6 +108,8 @@ impl Counters {
             max_in_flight: self.max_in_flight.load(SeqCst),
             connections: self.connections.load(SeqCst),
             bytes_sent: self.bytes_sent.load(SeqCst),
+            user_agents: seen.user_agents,
+            accept_encodings: seen.accept_encodings,
         }
     }
 
@@ -84,6 +119,7 @@ impl Counters {
         self.bytes_sent.store(0, SeqCst);
         lock(&self.per_id).clear();
         lock(&self.fail_once_tripped).clear();
+        *lock(&self.headers_seen) = Headers::default();
         // in_flight is a level, not a count: requests still running will still
         // decrement it, so it must not be zeroed. The maximum restarts from it.
         self.max_in_flight

@@ -196,3 +196,27 @@ fn latency_is_applied_before_headers() {
     );
     assert!(start.elapsed() >= Duration::from_millis(60));
 }
+
+#[test]
+fn user_agents_and_accept_encodings_are_counted_per_value() {
+    let server = MockServer::start(MockConfig::default()).expect("start server");
+    let a = agent();
+    for id in 0..3 {
+        let reply = a
+            .get(server.page_url(id))
+            .header("User-Agent", "probe/1")
+            .header("Accept-Encoding", "identity")
+            .call()
+            .expect("GET with headers");
+        assert_eq!(reply.status(), 200);
+    }
+    // A request without either header (the raw client sends neither), on a
+    // path that is not a page: every counted request is recorded.
+    assert_eq!(common::raw_get(server.addr(), "/nowhere").status(), 404);
+    let stats = server.stats();
+    let expected = |value: &str| [(value.to_owned(), 3), (String::new(), 1)].into();
+    assert_eq!(stats.user_agents, expected("probe/1"));
+    assert_eq!(stats.accept_encodings, expected("identity"));
+    server.reset_stats();
+    assert!(server.stats().user_agents.is_empty());
+}
