@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use mock_server::{FaultSet, Faults, Latency, MockConfig, MockServer};
+use mock_server::{Fault, FaultSet, Faults, Latency, MockConfig, MockServer};
 
 #[derive(Args, Debug)]
 pub struct MockArgs {
@@ -43,11 +43,8 @@ pub struct MockArgs {
     /// Close keep-alive connections idle for this long (milliseconds).
     #[arg(long)]
     keep_alive_idle_ms: Option<u64>,
-    /// A fault: NAME=P% (a seeded share of page ids) or NAME=ID,ID,... (those ids).
-    /// Names: server_error, not_found, too_many, fail_once, hang, reset, drip,
-    /// oversized. Repeat the flag for several faults.
-    #[arg(long = "fault", value_name = "NAME=SPEC")]
-    faults: Vec<String>,
+    #[command(flatten)]
+    faults: FaultArgs,
     /// Retry-After sent with too_many (429) responses, in seconds.
     #[arg(long, default_value_t = 1)]
     retry_after_secs: u64,
@@ -59,11 +56,84 @@ pub struct MockArgs {
     oversized_bytes: u64,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Dist {
+/// The latency distributions, for `mock` and `compare`. Each command says in
+/// its help what `--latency-ms` means for each one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Dist {
     Fixed,
     Uniform,
     Lognormal,
+}
+
+/// `--fault NAME=SPEC`, repeatable: one definition, flattened into both `mock`
+/// and `compare`, so the two commands take the same faults with the same
+/// words and reject the same mistakes (at parse time, naming the flag).
+#[derive(Args, Clone, Debug, Default)]
+pub struct FaultArgs {
+    /// A fault: NAME=P% (a seeded share of page ids) or NAME=ID,ID,... (those ids).
+    /// Names: hang, server_error, not_found, too_many, fail_once, oversized,
+    /// reset, drip (see crates/mock-server/README.md). Repeat the flag for
+    /// several faults; a name given twice keeps the last.
+    #[arg(long = "fault", value_name = "NAME=SPEC", value_parser = parse_fault)]
+    faults: Vec<FaultSpec>,
+}
+
+/// One parsed `--fault` flag.
+#[derive(Clone, Debug)]
+struct FaultSpec {
+    fault: Fault,
+    set: FaultSet,
+    /// As typed, for headers that echo the workload.
+    spec: String,
+}
+
+/// Every fault, in mock-server's precedence order (the order it checks them).
+const FAULTS: [Fault; 8] = [
+    Fault::Hang,
+    Fault::ServerError,
+    Fault::NotFound,
+    Fault::TooMany,
+    Fault::FailOnce,
+    Fault::Oversized,
+    Fault::Reset,
+    Fault::Drip,
+];
+
+impl FaultArgs {
+    /// Sets the page set of every named fault in `faults`; the rest of
+    /// `faults` (Retry-After, drip interval, oversized size) is left alone.
+    pub fn apply(&self, faults: &mut Faults) {
+        for spec in &self.faults {
+            *slot(faults, spec.fault) = spec.set.clone();
+        }
+    }
+
+    /// Whether any page can be hit by a fault (a `NAME=0%` flag selects none).
+    pub fn any(&self) -> bool {
+        self.faults
+            .iter()
+            .any(|s| s.set.rate > 0.0 || !s.set.ids.is_empty())
+    }
+
+    /// The flags as typed, comma-separated: `server_error=5%, hang=3`.
+    pub fn describe(&self) -> String {
+        let specs: Vec<&str> = self.faults.iter().map(|s| s.spec.as_str()).collect();
+        specs.join(", ")
+    }
+}
+
+/// The field of `faults` that holds `fault`'s page set.
+fn slot(faults: &mut Faults, fault: Fault) -> &mut FaultSet {
+    match fault {
+        Fault::Hang => &mut faults.hang,
+        Fault::ServerError => &mut faults.server_error,
+        Fault::NotFound => &mut faults.not_found,
+        Fault::TooMany => &mut faults.too_many,
+        Fault::FailOnce => &mut faults.fail_once,
+        Fault::Oversized => &mut faults.oversized,
+        Fault::Reset => &mut faults.reset,
+        Fault::Drip => &mut faults.drip,
+    }
 }
 
 pub fn mock(args: &MockArgs) -> Result<()> {
@@ -136,24 +206,7 @@ fn config(args: &MockArgs) -> Result<MockConfig> {
         oversized_bytes: args.oversized_bytes,
         ..Faults::default()
     };
-    for spec in &args.faults {
-        let (name, set) = parse_fault(spec)?;
-        let slot = match name {
-            "server_error" => &mut faults.server_error,
-            "not_found" => &mut faults.not_found,
-            "too_many" => &mut faults.too_many,
-            "fail_once" => &mut faults.fail_once,
-            "hang" => &mut faults.hang,
-            "reset" => &mut faults.reset,
-            "drip" => &mut faults.drip,
-            "oversized" => &mut faults.oversized,
-            other => bail!(
-                "unknown fault {other:?}; faults: server_error, not_found, too_many, \
-                 fail_once, hang, reset, drip, oversized"
-            ),
-        };
-        *slot = set;
-    }
+    args.faults.apply(&mut faults);
     Ok(MockConfig {
         addr: args.addr,
         latency,
@@ -166,31 +219,46 @@ fn config(args: &MockArgs) -> Result<MockConfig> {
     })
 }
 
-/// `hang=1.5%` or `not_found=3,7,9`.
-fn parse_fault(spec: &str) -> Result<(&str, FaultSet)> {
+/// `hang=1.5%` or `not_found=3,7,9`. The error is a bare message: clap
+/// prefixes it with the flag and the value.
+fn parse_fault(spec: &str) -> Result<FaultSpec, String> {
     let Some((name, value)) = spec.split_once('=') else {
-        bail!("--fault {spec:?}: expected NAME=P% or NAME=ID,ID,...");
+        return Err("expected NAME=P% or NAME=ID,ID,...".to_string());
+    };
+    let name = name.trim();
+    let Some(fault) = FAULTS.into_iter().find(|f| f.name() == name) else {
+        let names: Vec<&str> = FAULTS.iter().map(|f| f.name()).collect();
+        return Err(format!(
+            "unknown fault {name:?}; faults: {}",
+            names.join(", ")
+        ));
     };
     let value = value.trim();
-    if let Some(pct) = value.strip_suffix('%') {
+    let set = if let Some(pct) = value.strip_suffix('%') {
         let pct: f64 = pct
             .trim()
             .parse()
-            .with_context(|| format!("--fault {spec:?}: {pct:?} is not a percentage"))?;
+            .map_err(|_| format!("{pct:?} is not a percentage"))?;
         if !(0.0..=100.0).contains(&pct) {
-            bail!("--fault {spec:?}: a percentage is between 0 and 100");
+            return Err("a percentage is between 0 and 100".to_string());
         }
-        return Ok((name.trim(), FaultSet::rate(pct / 100.0)));
-    }
-    let ids = value
-        .split(',')
-        .map(|id| {
-            id.trim()
-                .parse::<u64>()
-                .with_context(|| format!("--fault {spec:?}: {id:?} is not a page id"))
-        })
-        .collect::<Result<Vec<u64>>>()?;
-    Ok((name.trim(), FaultSet::ids(ids)))
+        FaultSet::rate(pct / 100.0)
+    } else {
+        let ids = value
+            .split(',')
+            .map(|id| {
+                id.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("{id:?} is not a page id (or end it with % for a rate)"))
+            })
+            .collect::<Result<Vec<u64>, String>>()?;
+        FaultSet::ids(ids)
+    };
+    Ok(FaultSpec {
+        fault,
+        set,
+        spec: format!("{name}={value}"),
+    })
 }
 
 #[cfg(test)]
@@ -199,14 +267,35 @@ mod tests {
 
     #[test]
     fn fault_specs() {
-        let (name, set) = parse_fault("hang=2.5%").unwrap();
-        assert_eq!(name, "hang");
-        assert!((set.rate - 0.025).abs() < 1e-12);
-        let (name, set) = parse_fault("not_found=3, 7,9").unwrap();
-        assert_eq!(name, "not_found");
-        assert_eq!(set.ids.into_iter().collect::<Vec<_>>(), [3, 7, 9]);
+        let spec = parse_fault("hang=2.5%").unwrap();
+        assert_eq!(spec.fault, Fault::Hang);
+        assert!((spec.set.rate - 0.025).abs() < 1e-12);
+        let spec = parse_fault("not_found=3, 7,9").unwrap();
+        assert_eq!(spec.fault, Fault::NotFound);
+        assert_eq!(spec.set.ids.into_iter().collect::<Vec<_>>(), [3, 7, 9]);
         assert!(parse_fault("hang").is_err());
         assert!(parse_fault("hang=x").is_err());
         assert!(parse_fault("hang=120%").is_err());
+        let err = parse_fault("status500=1%").unwrap_err();
+        assert!(err.contains("server_error"), "{err}");
+    }
+
+    #[test]
+    fn every_fault_has_its_own_slot() {
+        // A fault parsed into the wrong field of `Faults` would make the
+        // server send a different fault for the page than the one named.
+        for fault in FAULTS {
+            let args = FaultArgs {
+                faults: vec![parse_fault(&format!("{}=1", fault.name())).unwrap()],
+            };
+            let mut faults = Faults::default();
+            args.apply(&mut faults);
+            let config = MockConfig {
+                faults,
+                ..MockConfig::default()
+            };
+            assert_eq!(config.fault_for(1), Some(fault));
+            assert_eq!(config.fault_for(2), None);
+        }
     }
 }
