@@ -36,6 +36,7 @@ enum Command {
     /// Run every model on the same workload against a local mock server and print a table.
     Compare(compare::CompareArgs),
     /// Fetch a list of URLs with one model; one JSON line per URL.
+    #[command(after_long_help = run::AFTER_HELP)]
     Run(run::RunArgs),
     /// Run the mock server in the foreground and print its base URL.
     Mock(mock::MockArgs),
@@ -45,20 +46,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let done = |()| ExitCode::SUCCESS;
     let result = match cli.command {
-        None => compare::compare(&cli.compare),
-        Some(Command::Compare(args)) => compare::compare(&args),
+        None => compare::compare(&cli.compare).map(done),
+        Some(Command::Compare(args)) => compare::compare(&args).map(done),
+        // 0, or 128 + the signal that stopped the run.
         Some(Command::Run(args)) => run::run(&args),
-        Some(Command::Mock(args)) => mock::mock(&args),
+        Some(Command::Mock(args)) => mock::mock(&args).map(done),
         Some(Command::Models) => {
             fetchlab::models::names()
                 .iter()
                 .for_each(|n| println!("{n}"));
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("fetchlab: error: {err:#}");
             ExitCode::FAILURE

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use mock_server::{FaultSet, Latency, MockConfig, MockServer};
+use mock_server::{FaultSet, Faults, Latency, MockConfig, MockServer};
 use serde_json::Value;
 
 fn fetchlab() -> Command {
@@ -18,6 +20,136 @@ fn lines(stdout: &[u8]) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
         .collect()
+}
+
+/// Generous bound for any one wait on a child: the tests below need well
+/// under a second for each step; only a hang (the bug) gets near this.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The indices of `records`, which must be exactly `0..n`.
+fn assert_every_index(records: &[Value], n: u64) {
+    let indices: Vec<u64> = records
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices.len() as u64, n, "one record per URL");
+    let unique: BTreeSet<u64> = indices.into_iter().collect();
+    assert_eq!(unique, (0..n).collect(), "each index once");
+}
+
+/// A `fetchlab` child whose stdout and stderr lines arrive on channels, so
+/// that every wait in a test is bounded. Killed on drop if a test fails
+/// while it runs.
+struct Spawned {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    stdout_seen: Vec<String>,
+    stderr_seen: String,
+}
+
+impl Spawned {
+    fn start(cmd: &mut Command) -> Spawned {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let forward = |r: Box<dyn Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                for line in BufReader::new(r).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stdout = forward(Box::new(child.stdout.take().unwrap()));
+        let stderr = forward(Box::new(child.stderr.take().unwrap()));
+        Spawned {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+            stdout_seen: Vec::new(),
+            stderr_seen: String::new(),
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Waits for the next record on stdout.
+    fn next_record(&mut self) -> Value {
+        let line = self
+            .stdout
+            .recv_timeout(PATIENCE)
+            .expect("a record on stdout");
+        self.stdout_seen.push(line.clone());
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"))
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn wait_stderr(&mut self, needle: &str) {
+        let until = Instant::now() + PATIENCE;
+        while !self.stderr_seen.contains(needle) {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr_seen.push_str(&line);
+                    self.stderr_seen.push('\n');
+                }
+                Err(_) => panic!("no {needle:?} on stderr: {}", self.stderr_seen),
+            }
+        }
+    }
+
+    /// Waits (at most `bound`) for the exit; returns the exit code, every
+    /// record written and all of stderr.
+    fn finish(mut self, bound: Duration) -> (Option<i32>, Vec<Value>, String) {
+        let until = Instant::now() + bound;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < until,
+                "still running after {bound:?}; stderr: {}",
+                self.stderr_seen
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        // The pipes close at exit, so these loops end.
+        self.stdout_seen.extend(self.stdout.iter());
+        for line in self.stderr.iter() {
+            self.stderr_seen.push_str(&line);
+            self.stderr_seen.push('\n');
+        }
+        let records = lines(self.stdout_seen.join("\n").as_bytes());
+        (
+            status.code(),
+            records,
+            std::mem::take(&mut self.stderr_seen),
+        )
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -40,8 +172,9 @@ fn run_writes_one_record_per_url() {
         .args(["--retries", "0"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
+    assert_eq!(
+        out.status.code(),
+        Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -135,13 +268,6 @@ fn bad_input_is_a_clear_error() {
     );
 
     let out = fetchlab()
-        .args(["run", "--model", "nope", "--urls", "-"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("available models: sequential,"));
-
-    let out = fetchlab()
         .args([
             "run",
             "--model",
@@ -190,9 +316,10 @@ fn ctrl_c_cancels_and_still_writes_every_record() {
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "a cancelled run still completes: {status:?}"
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "a cancelled run completes, and says it was interrupted: {status:?}"
     );
     let records = lines(format!("{first}{rest}").as_bytes());
     assert_eq!(records.len(), 300, "a record for every URL");
@@ -292,4 +419,235 @@ fn mock_serves_pages_and_stats() {
     assert!(stats.contains("\"total_requests\":2"), "{stats}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn a_bom_and_a_line_that_is_not_utf8_do_not_stop_the_run() {
+    let srv = MockServer::start(MockConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend(format!("{}\r\n", srv.page_url(0)).as_bytes());
+    bytes.extend(b"\xFF\xFEnot utf-8\n");
+    // A valid URL but for one byte: fetch-core rejects the U+FFFD that the
+    // lossy decoding puts there, so it is never fetched as a mangled path.
+    bytes.extend(srv.page_url(1).as_bytes());
+    bytes.extend(b"\xFF\n");
+    bytes.extend(format!("{}\n", srv.page_url(2)).as_bytes());
+    std::fs::write(&list, bytes).unwrap();
+
+    let out = fetchlab()
+        .args(["run", "--model", "sequential", "--urls"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let mut records = lines(&out.stdout);
+    records.sort_by_key(|r| r["index"].as_u64());
+    assert_every_index(&records, 4);
+    assert_eq!(
+        records[0]["url"],
+        srv.page_url(0),
+        "the BOM is not part of it"
+    );
+    assert_eq!(records[0]["ok"], true, "{}", records[0]);
+    assert_eq!(records[1]["error"]["kind"], "invalid_url", "{}", records[1]);
+    assert_eq!(records[1]["url"], "\u{FFFD}\u{FFFD}not utf-8");
+    assert_eq!(records[2]["error"]["kind"], "invalid_url", "{}", records[2]);
+    assert_eq!(records[2]["url"], format!("{}\u{FFFD}", srv.page_url(1)));
+    assert_eq!(records[3]["ok"], true, "{}", records[3]);
+    assert_eq!(srv.stats().total_requests, 2, "bad lines are never fetched");
+}
+
+#[test]
+fn sigterm_and_sighup_cancel_and_still_write_every_record() {
+    let srv = MockServer::start(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(20)),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    std::fs::write(&list, srv.page_urls(300).join("\n")).unwrap();
+    for (signal, code) in [("TERM", 143), ("HUP", 129)] {
+        srv.reset_stats();
+        let mut child = Spawned::start(
+            fetchlab()
+                .args(["run", "--model", "threads", "--concurrency", "2", "--urls"])
+                .arg(&list),
+        );
+        let first = child.next_record();
+        assert_eq!(first["ok"], true, "{first}");
+        child.signal(signal);
+        let (exit, records, stderr) = child.finish(PATIENCE);
+        assert_eq!(exit, Some(code), "SIG{signal}: {stderr}");
+        assert_every_index(&records, 300);
+        let cancelled = records
+            .iter()
+            .filter(|r| r["error"]["kind"] == "cancelled")
+            .count();
+        assert!(cancelled > 0, "SIG{signal}: unfinished URLs are cancelled");
+        assert!(
+            srv.stats().total_requests < 300,
+            "SIG{signal}: no new requests"
+        );
+    }
+}
+
+/// A second signal stops waiting for the URLs in flight. Here page 0 is in
+/// its CPU stage, given hours of work that no cancel interrupts (in the models
+/// that run it inline), and the other pages hang, with a ten-minute timeout.
+/// The input stays open, so that whichever model runs and however promptly
+/// it cancels, the run cannot end on its own after the first signal.
+#[test]
+fn a_second_signal_writes_every_remaining_record_and_exits() {
+    let n = 20;
+    let srv = MockServer::start(MockConfig {
+        faults: Faults {
+            hang: FaultSet::ids(1..n),
+            ..Faults::default()
+        },
+        ..MockConfig::default()
+    })
+    .unwrap();
+    for model in fetchlab::models::names() {
+        srv.reset_stats();
+        let mut child = Spawned::start(fetchlab().args([
+            "run",
+            "--model",
+            model,
+            "--urls",
+            "-",
+            "--concurrency",
+            "4",
+            "--timeout-ms",
+            "600000",
+            "--cpu-work",
+            &u32::MAX.to_string(),
+        ]));
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", srv.page_urls(n).join("\n")).unwrap();
+        stdin.flush().unwrap();
+        let until = Instant::now() + PATIENCE;
+        while !srv.stats().requests_per_id.contains_key(&0) {
+            assert!(Instant::now() < until, "{model}: page 0 was not requested");
+            thread::sleep(Duration::from_millis(10));
+        }
+        // Time for page 0's body to arrive and its CPU stage to start. Were
+        // it cancelled before, the test would pass without testing as much.
+        thread::sleep(Duration::from_millis(300));
+        child.signal("INT");
+        child.wait_stderr("cancelling");
+        child.signal("INT");
+        let (exit, records, stderr) = child.finish(Duration::from_secs(30));
+        drop(stdin);
+        assert_every_index(&records, n);
+        for r in &records {
+            assert_eq!(r["error"]["kind"], "cancelled", "{model}: {r}");
+            assert_eq!(r["ok"], false);
+        }
+        assert_eq!(exit, Some(130), "{model}: {stderr}");
+        assert!(stderr.contains("for every URL left"), "{model}: {stderr}");
+    }
+}
+
+#[test]
+fn a_run_cut_short_by_its_deadline_exits_0() {
+    let srv = MockServer::start(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(100)),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    std::fs::write(&list, srv.page_urls(100).join("\n")).unwrap();
+    let out = fetchlab()
+        .args([
+            "run",
+            "--model",
+            "sequential",
+            "--deadline-ms",
+            "300",
+            "--urls",
+        ])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = lines(&out.stdout);
+    assert_every_index(&records, 100);
+    assert!(records.iter().any(|r| r["error"]["kind"] == "deadline"));
+}
+
+/// At a low open-file limit, a concurrency that cannot fit gets one warning
+/// at start, with the numbers and the fix, and the run still goes on. The
+/// hard limit is lowered too: fetchlab raises the soft limit to the hard one.
+#[test]
+fn a_concurrency_over_the_open_file_limit_is_warned_about() {
+    let srv = MockServer::start(MockConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    std::fs::write(&list, srv.page_urls(3).join("\n")).unwrap();
+    let run = |concurrency: &str| {
+        Command::new("sh")
+            .args([
+                "-c",
+                r#"ulimit -S -n 200 && ulimit -H -n 200 && exec "$@""#,
+                "sh",
+                env!("CARGO_BIN_EXE_fetchlab"),
+                "run",
+                "--model",
+                "tokio",
+                "--concurrency",
+                concurrency,
+                "--urls",
+            ])
+            .arg(&list)
+            .output()
+            .unwrap()
+    };
+    let out = run("1000");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "not refused: {stderr}");
+    assert_eq!(lines(&out.stdout).len(), 3);
+    assert_eq!(stderr.matches("warning").count(), 1, "once: {stderr}");
+    for part in ["--concurrency 1000", "1064", "200", "ulimit -n 1064"] {
+        assert!(stderr.contains(part), "{part:?} in {stderr}");
+    }
+
+    let out = run("16");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "16 fits in 200: {stderr}");
+}
+
+#[test]
+fn run_help_lists_the_models_and_a_wrong_one_is_refused() {
+    let out = fetchlab().args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let names = fetchlab::models::names();
+    assert!(
+        help.contains(&names.join(", ")),
+        "--help lists {names:?}: {help}"
+    );
+    for topic in ["Exit codes", "130", "143", "129", "invalid_url", "ulimit"] {
+        assert!(help.contains(topic), "--help mentions {topic:?}: {help}");
+    }
+
+    let out = fetchlab()
+        .args(["run", "--model", "nope", "--urls", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("possible values"), "{stderr}");
+    assert!(stderr.contains(&names.join(", ")), "{stderr}");
 }
