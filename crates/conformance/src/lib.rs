@@ -44,6 +44,11 @@ macro_rules! suite {
             panic_costs_one_url,
             urls_are_pulled_lazily,
             failures_do_not_poison_the_next_request,
+            one_url_one_meaning,
+            limit_far_above_the_input,
+            sends_the_configured_user_agent,
+            cancel_interrupts_requests_in_flight,
+            https_with_pinned_self_signed_cert,
         );
     };
     (@cases $model:expr; $($case:ident),* $(,)?) => {
@@ -87,7 +92,13 @@ fn assert_one_per_url(urls: &[String], outcomes: &[Outcome]) {
     assert_eq!(outcomes.len(), urls.len(), "one outcome per URL");
     for (i, (o, url)) in outcomes.iter().zip(urls).enumerate() {
         assert_eq!(o.index, i, "outcomes are in input order");
-        assert_eq!(&o.url, url, "outcome {i} carries its URL");
+        // The line as given; one over fetch-core's length cap is kept
+        // truncated, with a marker.
+        assert_eq!(
+            o.url,
+            fetch_core::shown_url(url),
+            "outcome {i} carries its URL"
+        );
     }
 }
 
@@ -558,4 +569,248 @@ pub fn failures_do_not_poison_the_next_request(model: &dyn Model) {
         };
         assert_eq!(kind(o), expected, "page {}: {:?}", o.index, o.result);
     }
+}
+
+/// Case: One URL, one meaning. fetch-core checks and normalises every URL
+/// once (WHATWG rules), and every model requests exactly that URL, so the
+/// same input line gives the same record kind in every model, whatever its
+/// client would have made of it. The record keeps the line as it was given.
+pub fn one_url_one_meaning(model: &dyn Model) {
+    let srv = server(MockConfig::default());
+    let base = srv.base_url().trim_end_matches('/').to_string();
+    let authority = base.trim_start_matches("http://").to_string();
+    let long_path = "é".repeat(5000);
+    let table: Vec<(String, Option<ErrorKind>)> = vec![
+        (format!("{base}/page/1"), None),
+        // Trailing blanks and a fragment are not part of the request.
+        (format!("  {base}/page/2#section  "), None),
+        // A space and non-ASCII in the query: percent-encoded, not refused.
+        (format!("{base}/page/3?note=a b&q=ä"), None),
+        // Characters some URI parsers refuse, left as WHATWG leaves them.
+        (format!("{base}/page/4?x=|^"), None),
+        // Scheme and host in capitals.
+        (format!("HTTP://{}/page/5", authority.to_uppercase()), None),
+        // A space and non-ASCII in the path: requested percent-encoded, and
+        // the mock knows no such page.
+        (format!("{base}/page/6 x"), Some(ErrorKind::HttpStatus)),
+        (format!("{base}/page/ü"), Some(ErrorKind::HttpStatus)),
+        // Refused before any request, in every model.
+        (
+            format!("http:///{authority}/page/7"),
+            Some(ErrorKind::InvalidUrl),
+        ),
+        (
+            format!("http:/{authority}/page/8"),
+            Some(ErrorKind::InvalidUrl),
+        ),
+        (
+            "http://exa mple/page/9".to_string(),
+            Some(ErrorKind::InvalidUrl),
+        ),
+        (
+            format!("{base}/page/10/{long_path}"),
+            Some(ErrorKind::InvalidUrl),
+        ),
+        (
+            format!("{base}/page/11\u{FFFD}"),
+            Some(ErrorKind::InvalidUrl),
+        ),
+    ];
+    let urls: Vec<String> = table.iter().map(|(u, _)| u.clone()).collect();
+    let outcomes = run(model, &urls, &build(options().retries(0)));
+    for ((url, expected), o) in table.iter().zip(&outcomes) {
+        assert_eq!(kind(o), *expected, "{url:?}: {:?}", o.result);
+    }
+    let stats = srv.stats();
+    for id in 1..=5 {
+        assert_eq!(stats.requests_per_id.get(&id), Some(&1), "page {id}");
+    }
+    assert_eq!(
+        stats.total_requests, 7,
+        "five pages and two 404s; no request for a refused URL"
+    );
+    assert_eq!(status(&outcomes[5]), Some(404));
+    assert!(outcomes[7..].iter().all(|o| o.attempts == 0));
+}
+
+/// Case: the options are a contract, the user agent included. Every request a
+/// model sends, retries and redirect hops too, carries exactly the configured
+/// `User-Agent`: not its library's default, not a second value beside it.
+pub fn sends_the_configured_user_agent(model: &dyn Model) {
+    let mut config = MockConfig::default();
+    config.faults.fail_once = ids(&[2]);
+    let srv = server(config);
+    let mut urls = srv.page_urls(4);
+    urls.push(format!("{}?redirect=2", srv.page_url(4)));
+    let agent = "fetchlab-conformance/1.0 (+https://example.invalid/probe)";
+    let outcomes = run(model, &urls, &build(options().user_agent(agent)));
+    for o in &outcomes {
+        assert!(o.is_ok(), "page {}: {:?}", o.index, o.result);
+    }
+    let stats = srv.stats();
+    assert_eq!(
+        stats.total_requests, 8,
+        "four pages, the retry of page 2, page 4 and its two redirects"
+    );
+    let expected = [(agent.to_string(), 8)].into();
+    assert_eq!(
+        stats.user_agents, expected,
+        "requests per User-Agent (\"\" = none)"
+    );
+}
+
+/// Case: Cancel does not wait for the requests in flight. Every page hangs
+/// and the timeout is two minutes, far beyond the bound checked here: once
+/// the server holds the model's requests, a cancel from another thread must
+/// bring every outcome back well within the bound, each `cancelled`,
+/// whatever the request was blocked in (a socket read, for the blocking
+/// models). A cancel must not spoil what the model keeps between runs
+/// either: a second run with the same model object and options fetches
+/// normally.
+pub fn cancel_interrupts_requests_in_flight(model: &dyn Model) {
+    let hanging = 12;
+    let mut config = MockConfig::default();
+    config.faults.hang = FaultSet {
+        ids: (0..hanging).collect(),
+        rate: 0.0,
+    };
+    let srv = server(config);
+    let urls = srv.page_urls(hanging);
+    let opts = build(
+        options()
+            .max_in_flight(4)
+            .request_timeout(Duration::from_secs(120)),
+    );
+    let c = model.concurrency(&opts) as u64;
+    // A wide margin against a 120 s timeout: the point is "not the timeout".
+    let bound = Duration::from_secs(20);
+    let cancel = CancelToken::new();
+    let (outcomes, reached, cancelled_at, returned_at) = std::thread::scope(|s| {
+        let canceller = s.spawn(|| {
+            // Cancel once the server counts the model's C requests, so every
+            // slot is blocked in a request that will never be answered. The
+            // wait is bounded: a model that never gets there still ends.
+            let give_up = Instant::now() + bound;
+            let reached = loop {
+                if srv.stats().in_flight >= c {
+                    break true;
+                }
+                if Instant::now() >= give_up {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            cancel.cancel();
+            (reached, Instant::now())
+        });
+        let outcomes = model.run(&urls, &opts, &mut |_| {}, &cancel);
+        let returned_at = Instant::now();
+        let (reached, cancelled_at) = canceller.join().expect("the canceller does not panic");
+        (outcomes, reached, cancelled_at, returned_at)
+    });
+    assert!(reached, "the server never saw {c} requests in flight");
+    let took = returned_at.saturating_duration_since(cancelled_at);
+    assert!(
+        took < bound,
+        "the run returned {took:?} after the cancel (request timeout 120 s)"
+    );
+    assert_one_per_url(&urls, &outcomes);
+    for o in &outcomes {
+        assert_eq!(
+            kind(o),
+            Some(ErrorKind::Cancelled),
+            "page {}: {:?}",
+            o.index,
+            o.result
+        );
+    }
+    assert_eq!(
+        srv.stats().total_requests,
+        c,
+        "no request starts after the cancel"
+    );
+
+    // The same model object, the same options, a new token: pages that do
+    // not hang must succeed.
+    let more: Vec<String> = (hanging..hanging + 20).map(|id| srv.page_url(id)).collect();
+    let outcomes = run(model, &more, &opts);
+    for o in &outcomes {
+        assert!(
+            o.is_ok(),
+            "after a cancelled run, page {}: {:?}",
+            o.index,
+            o.result
+        );
+    }
+}
+
+/// Case: A limit far above the number of URLs costs nothing: a model starts
+/// workers, threads or tasks for the URLs it has, not for the limit. With 50
+/// URLs and `max_in_flight` 100,000 every page is fetched and the server
+/// never sees more than 50 at once (the blocking models used to start
+/// 100,000 threads and abort or hang; smol, 100,000 workers).
+pub fn limit_far_above_the_input(model: &dyn Model) {
+    let srv = server(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(20)),
+        ..MockConfig::default()
+    });
+    let urls = srv.page_urls(50);
+    let outcomes = run(model, &urls, &build(options().max_in_flight(100_000)));
+    assert!(outcomes.iter().all(Outcome::is_ok), "every page fetched");
+    let stats = srv.stats();
+    assert_eq!(stats.total_requests, 50);
+    assert!(stats.max_in_flight <= 50, "{}", stats.max_in_flight);
+    assert!(stats.connections <= 50 + 2, "{}", stats.connections);
+}
+
+/// Case: A self-signed certificate the user passed is pinned. The kind
+/// `openssl req -x509` makes (basicConstraints CA:TRUE), passed as a root, is
+/// accepted for the name it carries, as curl and OpenSSL accept it (webpki
+/// alone refuses it: `CaUsedAsEndEntity`). Another self-signed certificate
+/// passed for the same server, a CA:TRUE certificate for another name, and an
+/// expired one all fail `tls`, with no request sent.
+pub fn https_with_pinned_self_signed_cert(model: &dyn Model) {
+    use mock_server::ServerCert;
+    let ca = |names: &[&str]| ServerCert::self_signed_ca(names).expect("rcgen makes a certificate");
+    let start = |cert: &ServerCert| {
+        MockServer::start_with_cert(MockConfig::default(), cert.clone())
+            .expect("mock server starts on 127.0.0.1:0")
+    };
+    let refused = |what: &str, urls: &[String], pem: &str| {
+        let outcomes = run(model, urls, &build(options().retries(0).add_root_pem(pem)));
+        for o in &outcomes {
+            let why = format!("{what}, page {}: {:?}", o.index, o.result);
+            assert_eq!(kind(o), Some(ErrorKind::Tls), "{why}");
+        }
+    };
+
+    let pinned = ca(&["127.0.0.1"]);
+    let srv = start(&pinned);
+    let urls = srv.page_urls(8);
+    let outcomes = run(model, &urls, &build(options().add_root_pem(pinned.pem())));
+    for o in &outcomes {
+        assert!(o.is_ok(), "pinned, page {}: {:?}", o.index, o.result);
+    }
+    refused(
+        "another certificate passed",
+        &urls,
+        ca(&["127.0.0.1"]).pem(),
+    );
+    assert_eq!(
+        srv.stats().total_requests,
+        8,
+        "only the pinned run got through"
+    );
+
+    // SAN `localhost` only, fetched as https://127.0.0.1:PORT (curl refuses
+    // it too: an IP address must be in an IP SAN).
+    let other_name = ca(&["localhost"]);
+    let srv = start(&other_name);
+    refused("another name", &srv.page_urls(4), other_name.pem());
+    assert_eq!(srv.stats().total_requests, 0);
+
+    let expired = ServerCert::expired_self_signed_ca(&["127.0.0.1"]).expect("rcgen makes it");
+    let srv = start(&expired);
+    refused("expired", &srv.page_urls(4), expired.pem());
+    assert_eq!(srv.stats().total_requests, 0);
 }

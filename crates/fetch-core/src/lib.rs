@@ -31,10 +31,12 @@ pub mod parse;
 pub mod retry;
 mod run;
 mod summary;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 pub use input::{MAX_URL_BYTES, check_url, shown_url};
 pub use model::Model;
 pub use options::{DEFAULT_RETRY_STATUSES, Options, OptionsBuilder, OptionsError};
 pub use outcome::{ErrorKind, FetchError, Outcome, Page};
-pub use run::{Cached, CancelToken, Dispatch, Run};
+pub use run::{Cached, CancelToken, Dispatch, OnCancel, Run};
 pub use summary::{Percentiles, Summary, Tally};

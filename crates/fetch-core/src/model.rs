@@ -27,9 +27,11 @@ pub trait Model: Send + Sync {
     /// it is reported, so memory stays proportional to the concurrency, not
     /// to the length of the input. Blocks until every URL read has had its
     /// outcome, called on the calling thread, exactly once per URL, each
-    /// carrying its input index. Cancelling `cancel` stops new requests;
-    /// requests in flight end within their timeout, and the rest of the input
-    /// is reported `cancelled`. Returns the number of URLs read.
+    /// carrying its input index. Cancelling `cancel` stops new requests and
+    /// abandons the ones in flight at once (a blocking model shuts its
+    /// sockets down; only a DNS lookup or a connect in progress runs on, to
+    /// their own timeouts); those and the rest of the input are reported
+    /// `cancelled`. Returns the number of URLs read.
     fn run_iter(
         &self,
         urls: &mut dyn Iterator<Item = String>,

@@ -459,6 +459,35 @@ impl<C> Cached<C> {
             }
         }
     }
+
+    /// Like [`get_or_build`](Self::get_or_build), for a client that one run
+    /// at a time uses and that a run can spoil: the cached client is handed
+    /// out only if `usable` accepts it and no other run holds it now;
+    /// otherwise a new one is built and cached in its place. The blocking
+    /// models need this: a cancel shuts their agent down, for good and for
+    /// every run that shares it.
+    pub fn get_unshared_or_build(
+        &self,
+        options: &Options,
+        usable: impl FnOnce(&C) -> bool,
+        build: impl FnOnce(&Options) -> C,
+    ) -> Arc<C> {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            // One count is the slot's own: any other is a run in progress
+            // (counted under this lock, so two runs cannot both see 1).
+            Some((built_for, client))
+                if built_for == options && Arc::strong_count(client) == 1 && usable(client) =>
+            {
+                Arc::clone(client)
+            }
+            _ => {
+                let client = Arc::new(build(options));
+                *slot = Some((options.clone(), Arc::clone(&client)));
+                client
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -498,6 +527,52 @@ mod tests {
                 (2, Some(ErrorKind::Connect)),
                 (3, Some(ErrorKind::Cancelled)),
             ]
+        );
+    }
+
+    #[test]
+    fn cancel_runs_each_registered_hook_once() {
+        use std::sync::atomic::AtomicUsize;
+        let token = CancelToken::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let hook = |runs: &Arc<AtomicUsize>| {
+            let runs = Arc::clone(runs);
+            move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let kept = token.on_cancel(hook(&runs));
+        // Unregistered before the cancel: must not run.
+        drop(token.on_cancel(|| panic!("an unregistered hook ran")));
+        token.clone().cancel();
+        token.cancel();
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "once, however many cancels");
+        drop(kept);
+        // Registered after the cancel: runs at once.
+        let _late = token.on_cancel(hook(&runs));
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn an_unshared_client_is_rebuilt_when_spoiled_or_in_use() {
+        let cache: Cached<AtomicBool> = Cached::default();
+        let opts = Options::default();
+        let usable = |c: &AtomicBool| !c.load(Ordering::SeqCst);
+        let first = cache.get_unshared_or_build(&opts, usable, |_| AtomicBool::new(false));
+        // Held by a run: a second run gets its own.
+        let second = cache.get_unshared_or_build(&opts, usable, |_| AtomicBool::new(false));
+        assert!(!Arc::ptr_eq(&first, &second));
+        // The slot keeps the second; once no run holds it, it is reused.
+        let cached = Arc::as_ptr(&second);
+        drop((first, second));
+        let third = cache.get_unshared_or_build(&opts, usable, |_| AtomicBool::new(false));
+        assert_eq!(Arc::as_ptr(&third), cached, "free and usable: reused");
+        third.store(true, Ordering::SeqCst);
+        drop(third);
+        let fourth = cache.get_unshared_or_build(&opts, usable, |_| AtomicBool::new(false));
+        assert!(
+            !fourth.load(Ordering::SeqCst),
+            "a spoiled client is replaced"
         );
     }
 

@@ -1,5 +1,5 @@
-//! A thread pool: a dedicated rayon pool of `max_in_flight` threads, one
-//! blocking request per task.
+//! A thread pool: a dedicated rayon pool of up to `max_in_flight` threads
+//! (never more than 512), one blocking request per task.
 //!
 //! # How it works
 //!
@@ -13,6 +13,17 @@
 //! and otherwise sleeps on the outcome channel. What caps the requests in
 //! flight is that count (the permit is taken before spawning); the pool's
 //! size only has to match it, or tasks would queue inside rayon instead.
+//!
+//! A rayon pool cannot grow once built, so its size is chosen before the
+//! first task: `fetch_all` reads the first C URLs (it would read them anyway
+//! to fill the slots) and asks for a pool of that many threads. 50 URLs at
+//! C = 100,000 get 50 threads; before, the pool was built with C threads up
+//! front, and that run fetched nothing in 150 s. The pool is kept between
+//! runs and replaced only by a larger one. C itself is capped at
+//! [`MAX_POOL_THREADS`] (512, measured below) and at the threads the OS lets
+//! this process start (`fetch_core::blocking::thread_budget`; past some
+//! limits a started thread aborts the process), with a line on stderr when
+//! a run is capped. [`Model::concurrency`] reports the capped figure.
 //!
 //! Rayon is built for CPU-bound work: a pool sized to the cores, whose
 //! threads split work and steal it from each other. A task that blocks on
@@ -53,6 +64,32 @@
 //! twice the threads model's involuntary context switches, which fits those
 //! yields.
 //!
+//! Hence the cap. At 0 ms latency (20,000 pages, uncapped pools, one or two
+//! runs each on a shared machine), rayon against the threads model:
+//!
+//! | C | rayon pages/s | rayon client user / sys | threads pages/s | threads user / sys |
+//! |---|---|---|---|---|
+//! | 256 | 4,252; 3,925 | 3.2 / 4.4 s; 3.4 / 4.6 s | 4,392 | 2.4 / 4.2 s |
+//! | 512 | 3,183; 2,776 | 6.4 / 4.5 s; 7.3 / 4.7 s | 3,620 | 2.1 / 5.2 s |
+//! | 1,024 | 1,004 | 19.1 / 4.0 s | 3,254 | 4.1 / 5.4 s |
+//! | 2,048 | 390 | 55.9 / 4.9 s | 2,734 | 3.3 / 7.2 s |
+//!
+//! Up to 512 threads rayon keeps three quarters or more of the threads
+//! model's rate; past it the search for work takes over (user time triples
+//! from 512 to 1,024 threads and again to 2,048), and at C = 10,000 a run
+//! fetched nothing in 300 s. So 512 is the cap: C = 2,048 now runs on 512
+//! threads at 3,367 pages/s, C = 10,000 at 4,481. Past 512 requests in
+//! flight, use the threads model or an async one.
+//!
+//! A cancel cannot wake a pool thread blocked in `recv`. For the length of a
+//! run the cancel token holds a hook that shuts the agent's sockets down
+//! (`BlockingClient::shut_down_on_cancel`): every blocked read fails at once
+//! and its URL is recorded `cancelled` (against a server that never answers,
+//! with a 30 s timeout: 30 s before, under 0.01 s now). A shut-down agent
+//! refuses every later request, so the model builds a new one for its next
+//! run. A DNS lookup or a TCP connect in progress is not interrupted; it
+//! ends by its own timeout.
+//!
 //! One [`BlockingClient`] (a ureq `Agent`) is shared by every task, with C
 //! idle connections per host: ureq keeps 3 by default, and with more threads
 //! than that, each extra thread would open a new connection per request.
@@ -71,41 +108,50 @@
 //! kernel time-slices C threads over the cores.) Measured on the 2-core
 //! reference VM (docs/results/2026-11-24-2-core-AMD-EPYC): 98% of wrk's rate at
 //! 10 ms and 32 in flight, 61% at 100 (threads: 71%, the async models: 95-97%),
-//! 7% at 0 ms; at 10,000 in flight it fetched nothing in 300 s while burning
-//! 580 s of CPU in work-stealing.
+//! 7% at 0 ms; at 10,000 in flight (before the cap) it fetched nothing in
+//! 300 s while burning 580 s of CPU in work-stealing.
 //!
 //! # Copying this crate
 //!
 //! Copy `src/lib.rs` and depend on `fetch-core` (features = ["blocking"]) and
 //! `rayon`, or replace `BlockingClient::fetch` with your own blocking call. If
-//! you copy it, keep the pool dedicated and sized to the requests in flight,
-//! keep the timeouts (ureq sets none by default, and a server that never
-//! answers would hold a pool thread forever), and keep the panic catching
-//! inside `fetch`: a panic that escapes a `pool.spawn` task aborts the
-//! process (see `fetch_all`).
+//! you copy it, keep the pool dedicated, sized to the requests in flight and
+//! capped (measure the cap on your machine), keep the timeouts (ureq sets
+//! none by default, and a server that never answers would hold a pool thread
+//! forever), keep the shutdown on cancel (or a Ctrl-C waits for every
+//! request in flight), and keep the panic catching inside `fetch`: a panic
+//! that escapes a `pool.spawn` task aborts the process (see `fetch_all`).
 //!
 //! # Tests and benchmark
 //!
 //! `cargo test -p fetch-rayon` runs the conformance suite and
-//! `cargo bench -- rayon` its benchmark rows. The measurements above:
-//! `cargo run --release -p fetch-rayon --example load-rayon` (add
+//! `tests/more_slots_than_urls.rs` (the pool sized to the input);
+//! `cargo bench -- rayon` runs its benchmark rows. The measurements above:
+//! `cargo run --release -p fetch-rayon --example load-rayon` (the cap table:
+//! `-- --urls 20000 --in-flight C`, built without the cap; add
 //! `-- --par-iter --latency-ms 10 --in-flight 20 --urls 2000 --sigma 2` for
 //! the batching comparison; see the README).
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use fetch_core::blocking::BlockingClient;
+use fetch_core::blocking::{BlockingClient, say_capped, thread_budget};
 use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
-/// Fetches `urls` on `pool`, at most `max_in_flight` at a time, handing each
-/// outcome to `on_outcome` (on the calling thread) as it finishes. Returns
-/// the number of URLs read (one outcome each). Call it from outside `pool`:
-/// the dispatcher blocks, and on a pool thread it would hold a slot itself
-/// (on a one-thread pool, wait for itself forever).
+/// The most threads a pool gets, whatever `max_in_flight` asks: past this,
+/// rayon's idle workers spend the CPU searching each other's queues instead
+/// of fetching (measured in the crate header).
+pub const MAX_POOL_THREADS: usize = 512;
+
+/// Fetches `urls` on a pool from `pool`, at most `max_in_flight` at a time
+/// (capped at [`MAX_POOL_THREADS`] and at what the OS lets this process
+/// start), handing each outcome to `on_outcome` (on the calling thread) as
+/// it finishes. Returns the number of URLs read (one outcome each). Call it
+/// from outside the pool: the dispatcher blocks, and on a pool thread it
+/// would hold a slot itself (on a one-thread pool, wait for itself forever).
 pub fn fetch_all(
-    pool: &ThreadPool,
+    pool: &Pool,
     client: &BlockingClient,
     urls: &mut dyn Iterator<Item = String>,
     options: &Options,
@@ -116,48 +162,141 @@ pub fn fetch_all(
     // task cannot borrow from this frame as a scoped thread can: it owns
     // `Arc`s to the run and the client, one reference count per task.
     let run = Arc::new(Run::new(options, cancel));
+    // The pool's threads spend their time blocked in socket reads, where the
+    // cancel token cannot reach them: while this guard lives, a cancel shuts
+    // the agent's sockets down, so each read fails at once and its URL is
+    // recorded `cancelled`.
+    let _interrupt = client.shut_down_on_cancel(&run);
     let client = Arc::new(client.clone());
     let mut dispatch = Dispatch::new(urls, on_outcome);
     let (done_tx, done_rx) = mpsc::channel::<Outcome>();
-    // A permit is a free pool thread. A task spawned with no thread free
-    // would wait in rayon's queue, its URL read but not in flight.
-    let slots = options.max_in_flight().min(pool.current_num_threads());
 
-    let mut input_left = true;
+    // A rayon pool cannot grow, so it is sized before the first task: to the
+    // URLs there are to fetch, not to `max_in_flight`. The first slots' URLs
+    // are read here (they would be read anyway to fill the slots), and the
+    // pool gets that many threads: 50 URLs at C = 100,000 get 50.
+    let (limit, capped_by) = limit(options);
+    let mut first = Vec::new();
+    while first.len() < limit {
+        match dispatch.next_url(&run) {
+            Some(job) => first.push(job),
+            None => break,
+        }
+    }
+    let mut input_left = first.len() == limit;
+    if let (true, Some(why)) = (input_left, &capped_by) {
+        say_capped("rayon", options.max_in_flight(), limit, why);
+    }
+    if first.is_empty() {
+        return dispatch.finish(&run);
+    }
+    let Some(pool) = pool.at_least(first.len()) else {
+        // Not one thread: the calling thread fetches alone.
+        for (index, url) in first {
+            dispatch.record(client.fetch(&run, index, &url));
+        }
+        client.fetch_in_turn(&run, &mut dispatch);
+        return dispatch.finish(&run);
+    };
+    // A permit is a free pool thread. A task spawned with no thread free
+    // would wait in rayon's queue, its URL read but not in flight. (Only the
+    // URLs read above can end up there, if the OS refused some threads.)
+    let slots = limit.min(pool.current_num_threads());
+    if slots < first.len() {
+        let why = "the OS refused some of the pool's threads";
+        say_capped("rayon", options.max_in_flight(), slots, why);
+    }
+    let spawn = |(index, url): (usize, String)| {
+        let (client, run, done) = (client.clone(), run.clone(), done_tx.clone());
+        // A panic escaping this task would abort the process: that is
+        // rayon's default for `spawn`, since nobody is left to receive it.
+        // None can: `fetch` catches panics from ureq and the CPU stage, and
+        // `send` reports a closed channel as a value. A `panic_handler` on
+        // the pool is no better here: the URL's outcome would be lost and
+        // the dispatcher would wait for it forever.
+        pool.spawn(move || {
+            // Fails only if `fetch_all` already returned (the caller's
+            // `on_outcome` panicked): nobody to tell.
+            let _ = done.send(client.fetch(&run, index, &url));
+        });
+    };
+    first.into_iter().for_each(spawn);
+
     loop {
         // Take a slot before reading a URL: the input is pulled only as
         // tasks finish, so memory follows C, not the input's length.
         while input_left && dispatch.in_flight() < slots {
             match dispatch.next_url(&run) {
-                Some((index, url)) => {
-                    let (client, run, done) = (client.clone(), run.clone(), done_tx.clone());
-                    // A panic escaping this task would abort the process:
-                    // that is rayon's default for `spawn`, since nobody is
-                    // left to receive it. None can: `fetch` catches panics
-                    // from ureq and the CPU stage, and `send` reports a
-                    // closed channel as a value. A `panic_handler` on the
-                    // pool is no better here: the URL's outcome would be
-                    // lost and the dispatcher would wait for it forever.
-                    pool.spawn(move || {
-                        // Fails only if `fetch_all` already returned (the
-                        // caller's `on_outcome` panicked): nobody to tell.
-                        let _ = done.send(client.fetch(&run, index, &url));
-                    });
-                }
+                Some(job) => spawn(job),
                 None => input_left = false,
             }
         }
         if dispatch.in_flight() == 0 {
             break;
         }
-        // Every in-flight request ends by its timeout or the deadline, so
-        // this wait is bounded. It cannot fail: `done_tx` lives here.
+        // Every in-flight request ends by its timeout, the deadline or a
+        // cancel's shutdown, so this wait is bounded. It cannot fail:
+        // `done_tx` lives here.
         match done_rx.recv() {
             Ok(outcome) => dispatch.record(outcome),
             Err(_) => break,
         }
     }
     dispatch.finish(&run)
+}
+
+/// The requests in flight a run may have: `max_in_flight`, capped at
+/// [`MAX_POOL_THREADS`] and at the threads the OS lets this process start
+/// (`thread_budget`: past some limits a started thread aborts the process);
+/// with the reason when it is capped.
+fn limit(options: &Options) -> (usize, Option<String>) {
+    let asked = options.max_in_flight();
+    let budget = thread_budget();
+    if asked <= MAX_POOL_THREADS.min(budget.workers) {
+        (asked, None)
+    } else if MAX_POOL_THREADS <= budget.workers {
+        let why = format!("the pool is capped at {MAX_POOL_THREADS} threads (see fetch-rayon)");
+        (MAX_POOL_THREADS, Some(why))
+    } else {
+        let why = format!("{} allows no more threads", budget.limit);
+        (budget.workers.max(1), Some(why))
+    }
+}
+
+/// The model's rayon pool, kept between runs and replaced only when a run
+/// needs more threads than it has: runs of 4 and then 50 URLs build two
+/// pools, runs of 50 and then 4 build one.
+#[derive(Default)]
+pub struct Pool {
+    current: Mutex<Option<Arc<ThreadPool>>>,
+}
+
+impl Pool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A pool of at least `threads` threads: the one kept if it is large
+    /// enough, else a new one, kept in its place. Fewer threads if the OS
+    /// refuses some; `None` if not one could be started.
+    pub fn at_least(&self, threads: usize) -> Option<Arc<ThreadPool>> {
+        // Nothing panics while this lock is held but `build_pool`, which
+        // leaves the slot empty or as it was: still a valid slot.
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = current
+            .as_ref()
+            .filter(|p| p.current_num_threads() >= threads)
+        {
+            return Some(Arc::clone(pool));
+        }
+        // Dropped first: a dropped rayon pool's threads exit once idle,
+        // making room for the new one's. (A run still using it keeps it
+        // alive through its `Arc` until it returns.)
+        *current = None;
+        let pool = Arc::new(build_pool(threads)?);
+        *current = Some(Arc::clone(&pool));
+        Some(pool)
+    }
 }
 
 /// A pool of `size` threads, or the largest half, quarter, ... of it the
@@ -181,11 +320,13 @@ fn build_pool(size: usize) -> Option<ThreadPool> {
 }
 
 /// The rayon model, for the CLI, the benches and the conformance suite.
-/// It keeps its pool and its agent between runs with the same options.
+/// It keeps its pool between runs (growing it when a run needs more
+/// threads), and its agent between runs with the same options, until a
+/// cancel shuts the agent down.
 #[derive(Default)]
 pub struct Rayon {
     client: Cached<BlockingClient>,
-    pool: Cached<Option<ThreadPool>>,
+    pool: Pool,
 }
 
 impl Rayon {
@@ -199,6 +340,13 @@ impl Model for Rayon {
         "rayon"
     }
 
+    /// `max_in_flight`, capped at [`MAX_POOL_THREADS`] and at the threads the
+    /// OS lets this process start: what the conformance suite checks the
+    /// server's maximum in flight against.
+    fn concurrency(&self, options: &Options) -> usize {
+        limit(options).0
+    }
+
     fn run_iter(
         &self,
         urls: &mut dyn Iterator<Item = String>,
@@ -207,21 +355,14 @@ impl Model for Rayon {
         cancel: &CancelToken,
     ) -> usize {
         // One idle connection per host for each thread that shares the agent.
-        let client = self
-            .client
-            .get_or_build(options, |o| BlockingClient::new(o, o.max_in_flight()));
-        let pool = self
-            .pool
-            .get_or_build(options, |o| build_pool(o.max_in_flight()));
-        match pool.as_ref() {
-            Some(pool) => fetch_all(pool, &client, urls, options, on_outcome, cancel),
-            None => {
-                // Not one thread: the calling thread fetches alone.
-                let run = Run::new(options, cancel);
-                let mut dispatch = Dispatch::new(urls, on_outcome);
-                client.fetch_in_turn(&run, &mut dispatch);
-                dispatch.finish(&run)
-            }
-        }
+        // A client that a cancel shut down is replaced, and so is one that
+        // another run holds now (a cancel of that run would shut this one's
+        // down).
+        let client = self.client.get_unshared_or_build(
+            options,
+            |c| !c.is_shut_down(),
+            |o| BlockingClient::new(o, o.max_in_flight().min(MAX_POOL_THREADS)),
+        );
+        fetch_all(&self.pool, &client, urls, options, on_outcome, cancel)
     }
 }

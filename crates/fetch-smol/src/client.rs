@@ -8,8 +8,10 @@
 //!   `Connection` future to the executor as its own task, and returns a
 //!   [`Conn`]. There is no pool to ask: each worker keeps its `Conn` in a
 //!   [`Slot`] and reuses it while the server keeps it open.
-//! - **TLS.** futures-rustls over smol's `TcpStream`, with the platform's
-//!   roots plus `Options::extra_roots`, and the `ring` provider passed in
+//! - **TLS.** futures-rustls over smol's `TcpStream`, with the rustls
+//!   configuration every rustls model shares (`fetch_core::tls`): the
+//!   platform's roots plus `Options::extra_roots`, a self-signed certificate
+//!   the user passed accepted as pinned, and the `ring` provider passed in
 //!   explicitly (no process-wide default to install or to clash with).
 //! - **Redirects.** Followed by hand, up to `max_redirects`.
 //! - **Timeouts.** Nothing in hyper or async-io times out by itself: every
@@ -27,7 +29,7 @@ use bytes::Bytes;
 use fetch_core::{ErrorKind, FetchError, Options, retry};
 use futures_rustls::TlsConnector;
 use futures_rustls::pki_types::ServerName;
-use futures_rustls::rustls::{self, ClientConfig, RootCertStore};
+use futures_rustls::rustls;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -74,30 +76,20 @@ fn put(slot: &Slot, conn: Conn) {
 /// (loading the platform's roots reads files; done once per options), the
 /// executor that drives connections, and idle connections between runs.
 pub struct Http {
-    tls: TlsConnector,
+    /// An error (no root at all, say) fails each https URL with `tls`.
+    tls: Result<TlsConnector, FetchError>,
     executor: Arc<Executor<'static>>,
     idle: Mutex<Vec<Conn>>,
 }
 
 impl Http {
     pub fn new(options: &Options, executor: Arc<Executor<'static>>) -> Self {
-        let mut roots = RootCertStore::empty();
-        // Certificates the platform store fails to load or parse are skipped,
-        // as any TLS client would skip them.
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        roots.add_parsable_certificates(options.extra_roots().iter().cloned());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            // Fails only for a provider without TLS 1.2/1.3 cipher suites;
-            // ring's default provider has both, whatever the options say.
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        // Offer only what this client speaks.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Offers HTTP/1.1 only by ALPN: what this client speaks.
+        let tls = fetch_core::tls::client_config(options)
+            .map(|config| TlsConnector::from(Arc::new(config)))
+            .map_err(|e| FetchError::new(ErrorKind::Tls, e.to_string()));
         Http {
-            tls: TlsConnector::from(Arc::new(config)),
+            tls,
             executor,
             idle: Mutex::new(Vec::new()),
         }
@@ -234,7 +226,8 @@ impl Http {
             if url.scheme() == "https" {
                 let name = ServerName::try_from(host.to_owned())
                     .map_err(|e| FetchError::new(ErrorKind::Tls, e.to_string()))?;
-                let tls = self.tls.connect(name, tcp).await;
+                let tls = self.tls.as_ref().map_err(Clone::clone)?;
+                let tls = tls.connect(name, tcp).await;
                 let tls = tls.map_err(|e| map_error(Stage::Connect, &e))?;
                 self.handshake(tls, origin).await
             } else {

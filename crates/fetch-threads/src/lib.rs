@@ -1,8 +1,12 @@
-//! Thread per request: `max_in_flight` OS threads, each blocked in one request.
+//! Thread per request: up to `max_in_flight` OS threads, each blocked in one
+//! request.
 //!
 //! # How it works
 //!
-//! `fetch_all` spawns `max_in_flight` scoped worker threads. Each takes a job
+//! `fetch_all` starts scoped worker threads on demand: one more when a URL is
+//! ready and no worker is idle, up to `max_in_flight`, so a run never has
+//! more threads than requests it has had in flight (50 URLs at C = 100,000
+//! start at most 50). Each worker takes a job
 //! `(index, url)` from a shared queue and blocks inside ureq's `call()` and
 //! body read until the page arrives: the waiting happens in the kernel
 //! (`connect`, `recv`), one sleeping thread per request in flight. The kernel
@@ -25,10 +29,15 @@
 //! counts: `ulimit -u` (`RLIMIT_NPROC`, per user, across processes),
 //! `kernel.threads-max`, `kernel.pid_max`, a cgroup's `pids.max`, and
 //! `vm.max_map_count` (65,530 by default: spawning failed at about 16,370
-//! threads here). Past a limit `spawn` fails with `EAGAIN`, and this crate
-//! runs with the threads it got. Do not lean on that: at the map limit, a
-//! thread that did start can abort the whole process when std cannot map
-//! its signal stack. What a request in flight does cost in memory is its
+//! threads here). Past most limits `spawn` fails with `EAGAIN`, and this
+//! crate runs with the threads it got. The map limit is worse: a thread that
+//! did start can abort the whole process when std cannot map its signal
+//! stack (before this crate counted, C = 100,000 over 200 URLs ended that
+//! way: exit 134, not one record). So it never starts more workers than
+//! `fetch_core::blocking::thread_budget` reads from the OS limits, counting
+//! each worker twice (ureq resolves each new connection's host on a thread
+//! of its own): about 7,000 at the default map limit. A capped run says so
+//! on stderr, once. What a request in flight does cost in memory is its
 //! connection's: ureq zero-fills a 128 KiB input and a 128 KiB output buffer
 //! per connection, 200 MiB for the 800 connections a run at C = 1,000
 //! opened, of the 180 to 350 MB resident measured in such runs.
@@ -48,6 +57,15 @@
 //! idle connections per host: ureq keeps 3 by default, and with more threads
 //! than that, each extra thread would open a new connection per request.
 //!
+//! A cancel cannot wake a thread blocked in `recv`. For the length of a run
+//! the cancel token holds a hook that shuts the agent's sockets down
+//! (`BlockingClient::shut_down_on_cancel`): every blocked read fails at once,
+//! its URL is recorded `cancelled`, and the workers are joined promptly
+//! (against a server that never answers, with a 30 s timeout: 30 s before,
+//! under 0.01 s now). A shut-down agent refuses every later request, so the
+//! model builds a new one for its next run. A DNS lookup or a TCP connect in
+//! progress is not interrupted; it ends by its own timeout.
+//!
 //! # When to choose this
 //!
 //! When the concurrency is modest (tens to a few hundred requests in flight),
@@ -61,7 +79,9 @@
 //! reference VM (docs/results/2026-11-24-2-core-AMD-EPYC): 98% of wrk's rate at
 //! 10 ms and 32 in flight, 71% at 100 in flight (the async models: 95-97%), 8%
 //! at 0 ms (async: 30-43%); at 10,000 in flight it finished with 13,759 threads
-//! and 565 MiB of RSS.
+//! and 565 MiB of RSS (with the thread budget, that run now gets about 7,000
+//! workers at the default map limit). Cancel is as prompt as in the async
+//! models, since a cancel shuts the sockets down.
 //!
 //! # Copying this crate
 //!
@@ -69,13 +89,16 @@
 //! replace `BlockingClient::fetch` with your own blocking call. If you copy
 //! it, keep the timeouts (ureq sets none by default, and a server that never
 //! answers would hold a thread forever), keep the idle pool sized to the
-//! threads, and keep the panic catching inside `fetch`: a panic that escaped
-//! a worker would lose the URLs that worker would have fetched next.
+//! threads, keep the shutdown on cancel (or a Ctrl-C waits for every request
+//! in flight), keep the thread budget (or a large C can abort the process),
+//! and keep the panic catching inside `fetch`: a panic that escaped a worker
+//! would lose the URLs that worker would have fetched next.
 //!
 //! # Tests and benchmark
 //!
 //! `cargo test -p fetch-threads` runs the conformance suite and
-//! `cargo bench -- threads` its benchmark rows. The measurements above:
+//! `tests/more_slots_than_urls.rs` (threads started on demand);
+//! `cargo bench -- threads` runs its benchmark rows. The measurements above:
 //! `cargo run --release -p fetch-threads --example load-threads` and
 //! `--example thread-cost -- 10000` (see the README).
 
@@ -83,11 +106,11 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 
-use fetch_core::blocking::BlockingClient;
+use fetch_core::blocking::{BlockingClient, say_capped, thread_budget};
 use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run};
 
-/// Fetches `urls` on `max_in_flight` threads, handing each outcome to
-/// `on_outcome` (on the calling thread) as it finishes. Returns the number
+/// Fetches `urls` with up to `max_in_flight` threads, handing each outcome
+/// to `on_outcome` (on the calling thread) as it finishes. Returns the number
 /// of URLs read (one outcome each).
 pub fn fetch_all(
     client: &BlockingClient,
@@ -97,6 +120,11 @@ pub fn fetch_all(
     cancel: &CancelToken,
 ) -> usize {
     let run = Run::new(options, cancel);
+    // Every worker spends its time blocked in socket reads, where the cancel
+    // token cannot reach it: while this guard lives, a cancel shuts the
+    // agent's sockets down, so each read fails at once, the URL is recorded
+    // `cancelled`, and the scope below joins its workers promptly.
+    let _interrupt = client.shut_down_on_cancel(&run);
     let mut dispatch = Dispatch::new(urls, on_outcome);
     // std's mpsc receiver has one consumer, so the workers share it behind a
     // mutex: the idle worker holding the lock waits on the channel, the
@@ -106,6 +134,10 @@ pub fn fetch_all(
     let (job_tx, job_rx) = mpsc::channel::<(usize, String)>();
     let job_rx = Mutex::new(job_rx);
     let (done_tx, done_rx) = mpsc::channel::<Outcome>();
+    // Never more threads than the OS can start: near `vm.max_map_count` a
+    // started thread that cannot map its signal stack aborts the process,
+    // which no error handling here could catch.
+    let budget = thread_budget();
 
     // Scoped threads borrow the client, the run and the queue, and are all
     // joined before `scope` returns: no `Arc`, no thread outlives the call.
@@ -114,51 +146,75 @@ pub fn fetch_all(
         // drops it: idle workers see the queue closed and exit, and the scope
         // can join them instead of waiting forever.
         let jobs = job_tx;
-        // One slot per worker that started.
-        let mut slots = 0;
-        for n in 0..options.max_in_flight() {
-            let (job_rx, done_tx, run) = (&job_rx, done_tx.clone(), &run);
-            let spawned = thread::Builder::new()
-                .name(format!("fetch-{n}"))
-                .spawn_scoped(scope, move || worker(client, run, job_rx, done_tx));
-            // Out of threads (EAGAIN from RLIMIT_NPROC, threads-max, a cgroup
-            // limit, or memory for the stack): run with the workers we have.
-            // Fewer in flight is slower, never wrong.
-            if spawned.is_err() {
-                break;
-            }
-            slots += 1;
-        }
-        // Only the workers hold senders now, so `recv` fails only if every
-        // one of them is gone.
-        drop(done_tx);
-        if slots == 0 {
-            // Not one thread: the calling thread fetches alone.
-            client.fetch_in_turn(&run, &mut dispatch);
-            return;
-        }
-
+        // Kept to hand a sender to each worker started later; dropped once
+        // no more will start, so that `recv` fails if every worker is gone.
+        let mut spare_done = Some(done_tx);
+        let mut workers = 0;
+        let mut slots = options.max_in_flight();
         let mut input_left = true;
         loop {
             // Take a slot before reading a URL: the input is pulled only as
             // workers free up, so memory follows C, not the input's length.
             while input_left && dispatch.in_flight() < slots {
-                match dispatch.next_url(&run) {
-                    // Cannot fail while `job_rx` lives (outside the scope).
-                    Some(job) => {
-                        if jobs.send(job).is_err() {
-                            return;
+                let Some(job) = dispatch.next_url(&run) else {
+                    input_left = false;
+                    break;
+                };
+                // Threads are started on demand: each worker holds one job
+                // at a time, so while the jobs out do not outnumber the
+                // workers, one of them is idle (or about to be) and takes
+                // this one. A run never has more threads than requests in
+                // flight: 50 URLs at C = 100,000 start at most 50.
+                if dispatch.in_flight() > workers {
+                    // (`spare_done` is gone only once no worker is needed.)
+                    let spawned = match &spare_done {
+                        Some(done) if workers < budget.workers => {
+                            let (job_rx, done, run) = (&job_rx, done.clone(), &run);
+                            thread::Builder::new()
+                                .name(format!("fetch-{workers}"))
+                                .spawn_scoped(scope, move || worker(client, run, job_rx, done))
+                                .map_err(|e| format!("the OS refused a thread ({e})"))
+                        }
+                        _ => Err(format!("{} allows no more threads", budget.limit)),
+                    };
+                    match spawned {
+                        Ok(_) => workers += 1,
+                        Err(why) => {
+                            // Run with the workers we have: fewer in flight
+                            // is slower, never wrong. (EAGAIN comes from
+                            // RLIMIT_NPROC, threads-max, a cgroup limit, or
+                            // memory for the stack.)
+                            say_capped("threads", options.max_in_flight(), workers, &why);
+                            slots = workers;
+                            if workers == 0 {
+                                // Not one thread: the calling thread fetches
+                                // alone, this URL first.
+                                let (index, url) = job;
+                                dispatch.record(client.fetch(&run, index, &url));
+                                client.fetch_in_turn(&run, &mut dispatch);
+                                return;
+                            }
                         }
                     }
-                    None => input_left = false,
                 }
+                if workers == slots {
+                    spare_done = None;
+                }
+                // Cannot fail while `job_rx` lives (outside the scope).
+                if jobs.send(job).is_err() {
+                    return;
+                }
+            }
+            if !input_left {
+                spare_done = None;
             }
             if dispatch.in_flight() == 0 {
                 break;
             }
-            // Every in-flight request ends by its timeout or the deadline, so
-            // this wait is bounded. It fails only if every worker is gone;
-            // `finish` then reports the URLs they held.
+            // Every in-flight request ends by its timeout, the deadline or a
+            // cancel's shutdown, so this wait is bounded. It fails only if
+            // every worker is gone (and none will start); `finish` then
+            // reports the URLs they held.
             match done_rx.recv() {
                 Ok(outcome) => dispatch.record(outcome),
                 Err(_) => break,
@@ -194,10 +250,11 @@ fn worker(
 }
 
 /// The threads model, for the CLI, the benches and the conformance suite.
-/// It keeps its agent between runs with the same options; the threads live
-/// for one run, so each run pays for spawning and joining C of them (the
-/// load example prints that cost: small against a crawl, not against a
-/// batch of a few pages; the rayon model keeps its pool to avoid it).
+/// It keeps its agent between runs with the same options, until a cancel
+/// shuts it down; the threads live for one run, so each run pays for
+/// spawning and joining up to C of them (the load example prints that cost:
+/// small against a crawl, not against a batch of a few pages; the rayon
+/// model keeps its pool to avoid it).
 #[derive(Default)]
 pub struct Threads {
     client: Cached<BlockingClient>,
@@ -214,6 +271,12 @@ impl Model for Threads {
         "threads"
     }
 
+    /// `max_in_flight`, or fewer if the OS would not let this process start
+    /// that many threads (see `fetch_core::blocking::thread_budget`).
+    fn concurrency(&self, options: &Options) -> usize {
+        options.max_in_flight().min(thread_budget().workers).max(1)
+    }
+
     fn run_iter(
         &self,
         urls: &mut dyn Iterator<Item = String>,
@@ -222,9 +285,14 @@ impl Model for Threads {
         cancel: &CancelToken,
     ) -> usize {
         // One idle connection per host for each thread that shares the agent.
-        let client = self
-            .client
-            .get_or_build(options, |o| BlockingClient::new(o, o.max_in_flight()));
+        // A client that a cancel shut down is replaced, and so is one that
+        // another run holds now (a cancel of that run would shut this one's
+        // down).
+        let client = self.client.get_unshared_or_build(
+            options,
+            |c| !c.is_shut_down(),
+            |o| BlockingClient::new(o, o.max_in_flight()),
+        );
         fetch_all(&client, urls, options, on_outcome, cancel)
     }
 }

@@ -26,7 +26,7 @@
 //! when the list is short and the program is otherwise synchronous (the threads
 //! model needs no runtime and no async code), not for CPU-bound work (rayon),
 //! and not where build time matters: tokio, hyper, reqwest and rustls (with
-//! aws-lc's C code) are a large dependency tree to compile. Measured on the
+//! ring's C and assembly) are a large dependency tree to compile. Measured on the
 //! 2-core reference VM (docs/results/2026-11-24-2-core-AMD-EPYC): 95% of wrk's
 //! rate at 10 ms and 100 in flight, 39-42% at 0 ms (the blocking models: 7-8%);
 //! 10,000 in flight with 6 threads and 280 MiB; 25.5 times the article's Python
@@ -266,12 +266,12 @@ fn map_error(err: reqwest::Error) -> FetchError {
 /// `OptionsBuilder` accepted, only the TLS setup can fail (an extra root that
 /// does not parse, no platform roots at all).
 pub fn build_client(options: &Options) -> Result<Client, FetchError> {
-    let tls_error = |e| FetchError::new(ErrorKind::Tls, map_error(e).message());
-    let roots = options
-        .extra_roots()
-        .iter()
-        .map(|d| reqwest::Certificate::from_der(d));
-    let roots = roots.collect::<Result<Vec<_>, _>>().map_err(tls_error)?;
+    // The rustls configuration every rustls model shares: the platform's
+    // roots plus `Options::extra_roots`, and a self-signed certificate the
+    // user passed accepted as pinned, which reqwest's own TLS options cannot
+    // express (see fetch_core::tls).
+    let tls = fetch_core::tls::client_config(options)
+        .map_err(|e| FetchError::new(ErrorKind::Tls, e.to_string()))?;
     let max_redirects = options.max_redirects() as usize;
     Client::builder()
         .user_agent(options.user_agent())
@@ -281,11 +281,9 @@ pub fn build_client(options: &Options) -> Result<Client, FetchError> {
         // the surplus is closed after each response and reopened for the next.
         .pool_max_idle_per_host(options.max_in_flight())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        // Merged with the platform's roots (`tls_certs_only` would replace
-        // them); reqwest 0.13 deprecates `add_root_certificate` for these.
-        .tls_certs_merge(roots)
+        .tls_backend_preconfigured(tls)
         .build()
-        .map_err(tls_error)
+        .map_err(|e| FetchError::new(ErrorKind::Tls, map_error(e).message()))
 }
 
 /// The runtime and the client, built and kept together: a pooled connection

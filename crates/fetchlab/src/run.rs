@@ -71,8 +71,9 @@ Records:
 
 Signals:
   SIGINT (Ctrl-C), SIGTERM, SIGHUP: no new request starts; requests in flight
-  end within --timeout-ms, and every other URL gets a `cancelled` record. The
-  rest of the input is still read to its end, to give each line its record.
+  are abandoned at once, in every model, and every URL not finished gets a
+  `cancelled` record. The rest of the input is still read to its end, to give
+  each line its record.
   A second signal: stop waiting. Requests in flight and the lines not yet
   read get `cancelled` records at once, then fetchlab exits (lines of an input
   that stays open, such as a terminal, get none after a 1 s wait).

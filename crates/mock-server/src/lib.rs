@@ -60,3 +60,4 @@ pub use handler::{MAX_BODY_BYTES, MAX_LINKS};
 pub use page::{page_html, page_links, page_title};
 pub use server::MockServer;
 pub use stats::Stats;
+pub use tls::ServerCert;

@@ -19,7 +19,7 @@ use crate::config::MockConfig;
 use crate::handler;
 use crate::stats::{Counters, Stats};
 use crate::timer::PreciseTimer;
-use crate::tls;
+use crate::tls::{self, ServerCert};
 
 /// What every request handler needs; one per server, shared by `Arc`.
 pub(crate) struct Shared {
@@ -57,6 +57,27 @@ impl MockServer {
     ///
     /// Returns once the socket is bound: requests can be sent immediately.
     pub fn start(config: MockConfig) -> io::Result<MockServer> {
+        let cert = if config.tls {
+            Some(ServerCert::end_entity()?)
+        } else {
+            None
+        };
+        Self::start_inner(config, cert)
+    }
+
+    /// Starts an HTTPS server (whatever `config.tls` says) that presents
+    /// `cert`, such as a self-signed CA certificate or an expired one.
+    pub fn start_with_cert(config: MockConfig, cert: ServerCert) -> io::Result<MockServer> {
+        Self::start_inner(
+            MockConfig {
+                tls: true,
+                ..config
+            },
+            Some(cert),
+        )
+    }
+
+    fn start_inner(config: MockConfig, cert: Option<ServerCert>) -> io::Result<MockServer> {
         raise_fd_limit();
 
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -85,7 +106,7 @@ impl MockServer {
         };
         let addr = listener.local_addr()?;
 
-        let tls = if config.tls { Some(tls::make()?) } else { None };
+        let tls = cert.map(tls::make_acceptor).transpose()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = format!("{scheme}://{addr}");
         let cert_pem = tls.as_ref().map(|t| t.cert_pem.clone());

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::title;
-use mock_server::{MockConfig, MockServer};
+use mock_server::{MockConfig, MockServer, ServerCert};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 fn tls_agent(roots: RootCerts) -> ureq::Agent {
@@ -51,6 +51,32 @@ fn https_works_when_the_root_cert_is_trusted_and_fails_otherwise() {
     assert_eq!(stats.total_requests, 2);
     // One TCP connection for the failed handshake, at least one for the others.
     assert!(stats.connections >= 2);
+}
+
+#[test]
+fn a_self_signed_ca_cert_is_served_as_openssl_makes_it() {
+    // CA:TRUE, so webpki refuses it as the server's own certificate even when
+    // it is trusted: the case fetch_core::tls exists for.
+    let cert = ServerCert::self_signed_ca(&["127.0.0.1"]).expect("make cert");
+    let server =
+        MockServer::start_with_cert(MockConfig::default(), cert.clone()).expect("start server");
+    assert!(server.config().tls);
+    assert!(server.base_url().starts_with("https://127.0.0.1:"));
+    assert_eq!(server.root_cert_pem().as_deref(), Some(cert.pem()));
+    let root = Certificate::from_pem(cert.pem().as_bytes()).expect("valid PEM");
+    let agent = tls_agent(RootCerts::Specific(Arc::new(vec![root])));
+    let err = agent.get(&server.page_url(1)).call().unwrap_err();
+    assert!(err.to_string().contains("CaUsedAsEndEntity"), "{err}");
+
+    // The expired one: refused for its dates first.
+    let cert = ServerCert::expired_self_signed_ca(&["127.0.0.1"]).expect("make cert");
+    let server =
+        MockServer::start_with_cert(MockConfig::default(), cert.clone()).expect("start server");
+    let root = Certificate::from_pem(cert.pem().as_bytes()).expect("valid PEM");
+    let agent = tls_agent(RootCerts::Specific(Arc::new(vec![root])));
+    let err = agent.get(&server.page_url(1)).call().unwrap_err();
+    assert!(err.to_string().contains("certificate expired"), "{err}");
+    assert_eq!(server.stats().total_requests, 0);
 }
 
 #[test]

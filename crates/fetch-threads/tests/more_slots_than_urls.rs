@@ -1,0 +1,66 @@
+//! `max_in_flight` far above the number of URLs: the model starts a thread
+//! only for a URL that is ready and finds no idle worker, so 50 URLs cost at
+//! most 50 threads, however large C is. (Before, it spawned C threads up
+//! front: at C = 100,000 the process aborted when the kernel's map limit
+//! left std no room for a thread's signal stack.)
+//!
+//! One test in its own file, so that no other test's threads share the
+//! process while this one counts them.
+
+#![cfg(target_os = "linux")]
+
+use std::time::Duration;
+
+use fetch_core::{CancelToken, Model, Options};
+use fetch_threads::Threads;
+use mock_server::{Latency, MockConfig, MockServer};
+
+/// The workers alive now: threads whose name starts with `fetch-` (the
+/// model names them `fetch-{n}`), read from /proc, so a thread started and
+/// not yet joined is counted whatever it is doing.
+fn workers_alive() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task lists this process's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("fetch-"))
+        .count()
+}
+
+#[test]
+fn fifty_urls_at_c_100000_start_at_most_fifty_threads() {
+    // 50 ms per page, so that the 50 requests overlap and the model has a
+    // reason to start a worker for each.
+    let srv = MockServer::start(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(50)),
+        ..MockConfig::default()
+    })
+    .expect("mock server starts on 127.0.0.1:0");
+    let urls = srv.page_urls(50);
+    let options = Options::builder()
+        .max_in_flight(100_000)
+        .build()
+        .expect("valid options");
+    assert_eq!(workers_alive(), 0);
+    // Workers are joined only when the run ends, so every worker the run
+    // ever started is alive at its last outcome: the maximum seen from the
+    // callback is the number started.
+    let mut most = 0;
+    let outcomes = Threads::new().run(
+        &urls,
+        &options,
+        &mut |_| most = most.max(workers_alive()),
+        &CancelToken::new(),
+    );
+    assert_eq!(outcomes.len(), 50);
+    for o in &outcomes {
+        assert!(o.is_ok(), "page {}: {:?}", o.index, o.result);
+    }
+    let stats = srv.stats();
+    assert!(
+        stats.max_in_flight <= 50,
+        "{} in flight",
+        stats.max_in_flight
+    );
+    assert!(most >= 1, "the run used worker threads");
+    assert!(most <= 50, "{most} threads started for 50 URLs");
+}
