@@ -20,7 +20,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::figures::{by_parameter, model_rank};
 
 /// One benchmark's latest result, in the shape of a `criterion.csv` row.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,9 +67,16 @@ struct BenchmarkJson {
     group_id: String,
     function_id: Option<String>,
     value_str: Option<String>,
-    /// Kept loose: only `Elements` means pages, and a variant added by a
-    /// later criterion must not make the whole report fail.
-    throughput: Option<serde_json::Value>,
+    throughput: Option<Throughput>,
+}
+
+/// criterion's `Throughput` enum, `{"Elements": n}`, `{"Bytes": n}`, …, read
+/// as a map: only `Elements` means pages, and a variant added by a later
+/// criterion is ignored rather than an error.
+#[derive(Deserialize)]
+struct Throughput {
+    #[serde(rename = "Elements")]
+    elements: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -95,16 +104,11 @@ pub fn parse_row(benchmark_json: &str, estimates_json: &str) -> Result<BenchRow>
         serde_json::from_str(benchmark_json).context("parsing benchmark.json")?;
     let est: EstimatesJson =
         serde_json::from_str(estimates_json).context("parsing estimates.json")?;
-    let pages = id
-        .throughput
-        .as_ref()
-        .and_then(|t| t.get("Elements"))
-        .and_then(|n| n.as_u64());
     Ok(BenchRow {
         group: id.group_id,
         model: id.function_id.unwrap_or_default(),
         parameter: id.value_str.unwrap_or_default(),
-        pages,
+        pages: id.throughput.and_then(|t| t.elements),
         median_ns: est.median.point_estimate,
         mean_ns: est.mean.point_estimate,
         ci_low_ns: est.median.confidence_interval.lower_bound,
@@ -121,20 +125,23 @@ pub fn parse_row(benchmark_json: &str, estimates_json: &str) -> Result<BenchRow>
 pub fn read_dir(dir: &Path) -> Result<Vec<BenchRow>> {
     let mut found = Vec::new();
     walk(dir, &mut found).with_context(|| format!("reading {}", dir.display()))?;
+    let read = |bench: &Path| -> Result<BenchRow> {
+        let estimates = bench.with_file_name("estimates.json");
+        parse_row(&fs::read_to_string(bench)?, &fs::read_to_string(estimates)?)
+    };
     let mut rows = Vec::new();
     for bench in found {
-        let both = fs::read_to_string(&bench).and_then(|b| {
-            fs::read_to_string(bench.with_file_name("estimates.json")).map(|e| (b, e))
-        });
-        match both
-            .map_err(anyhow::Error::from)
-            .and_then(|(b, e)| parse_row(&b, &e))
-        {
+        match read(&bench) {
             Ok(row) => rows.push(row),
             Err(e) => eprintln!("bench-report: skipping {}: {e:#}", bench.display()),
         }
     }
-    sort_rows(&mut rows);
+    rows.sort_by(|a, b| {
+        a.group
+            .cmp(&b.group)
+            .then_with(|| model_rank(&a.model).cmp(&model_rank(&b.model)))
+            .then_with(|| by_parameter(&a.parameter, &b.parameter))
+    });
     Ok(rows)
 }
 
@@ -155,45 +162,12 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The models in the order the README presents them; others follow by name.
-pub const MODEL_ORDER: [&str; 6] = [
-    "sequential",
-    "threads",
-    "rayon",
-    "tokio",
-    "async-std",
-    "smol",
-];
-
-/// A sort key that puts known models in the README's order.
-pub fn model_rank(model: &str) -> (usize, String) {
-    let rank = MODEL_ORDER
-        .iter()
-        .position(|m| *m == model)
-        .unwrap_or(MODEL_ORDER.len());
-    (rank, model.to_string())
-}
-
-/// A sort key for parameters: numbers numerically, then the rest by text.
-pub fn parameter_key(parameter: &str) -> (u8, f64, String) {
-    match parameter.parse::<f64>() {
-        Ok(v) => (0, v, String::new()),
-        Err(_) => (1, 0.0, parameter.to_string()),
-    }
-}
-
-fn sort_rows(rows: &mut [BenchRow]) {
-    rows.sort_by(|a, b| {
-        a.group
-            .cmp(&b.group)
-            .then_with(|| model_rank(&a.model).cmp(&model_rank(&b.model)))
-            .then_with(|| {
-                let (ka, kb) = (parameter_key(&a.parameter), parameter_key(&b.parameter));
-                ka.0.cmp(&kb.0)
-                    .then(ka.1.total_cmp(&kb.1))
-                    .then_with(|| ka.2.cmp(&kb.2))
-            })
-    });
+/// The pages per run that all of `rows` share, if they do (rows without a
+/// page count are not asked).
+pub fn common_pages<'a>(rows: impl IntoIterator<Item = &'a BenchRow>) -> Option<u64> {
+    let mut pages = rows.into_iter().filter_map(|r| r.pages);
+    let first = pages.next()?;
+    pages.all(|p| p == first).then_some(first)
 }
 
 /// The latency in a group name such as `latency_10ms` (or `…_250us`,
@@ -213,40 +187,46 @@ pub fn latency_from_group(group: &str) -> Option<f64> {
     (value > 0.0).then_some(value * scale)
 }
 
+/// A line of `criterion.csv`; the field names are its header. Times and
+/// rates are text because they are rounded (whole ns, pages/s to three
+/// decimals): csv would write an `f64` in full.
+#[derive(Serialize)]
+struct CsvLine<'a> {
+    group: &'a str,
+    model: &'a str,
+    parameter: &'a str,
+    pages: Option<u64>,
+    median_ns: String,
+    mean_ns: String,
+    ci_low_ns: String,
+    ci_high_ns: String,
+    pages_per_s: String,
+    pages_per_s_low: String,
+    pages_per_s_high: String,
+}
+
 /// `criterion.csv`: one line per benchmark, times in ns per iteration.
+/// The header comes with the first line, so no rows give no text.
 pub fn to_csv(rows: &[BenchRow]) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "group",
-        "model",
-        "parameter",
-        "pages",
-        "median_ns",
-        "mean_ns",
-        "ci_low_ns",
-        "ci_high_ns",
-        "pages_per_s",
-        "pages_per_s_low",
-        "pages_per_s_high",
-    ])?;
     for r in rows {
         let (rate, low, high) = match r.pages_per_s() {
             Some((m, l, h)) => (format!("{m:.3}"), format!("{l:.3}"), format!("{h:.3}")),
             None => Default::default(),
         };
-        w.write_record([
-            r.group.clone(),
-            r.model.clone(),
-            r.parameter.clone(),
-            r.pages.map(|p| p.to_string()).unwrap_or_default(),
-            format!("{:.0}", r.median_ns),
-            format!("{:.0}", r.mean_ns),
-            format!("{:.0}", r.ci_low_ns),
-            format!("{:.0}", r.ci_high_ns),
-            rate,
-            low,
-            high,
-        ])?;
+        w.serialize(CsvLine {
+            group: &r.group,
+            model: &r.model,
+            parameter: &r.parameter,
+            pages: r.pages,
+            median_ns: format!("{:.0}", r.median_ns),
+            mean_ns: format!("{:.0}", r.mean_ns),
+            ci_low_ns: format!("{:.0}", r.ci_low_ns),
+            ci_high_ns: format!("{:.0}", r.ci_high_ns),
+            pages_per_s: rate,
+            pages_per_s_low: low,
+            pages_per_s_high: high,
+        })?;
     }
     Ok(w.into_inner()?)
 }
@@ -294,6 +274,24 @@ mod tests {
         assert_eq!(row.pages_per_s(), None);
         let none = r#"{"group_id":"g","function_id":"m","value_str":"x","throughput":null}"#;
         assert_eq!(parse_row(none, ESTIMATES).unwrap().pages, None);
+        let both = r#"{"group_id":"g","throughput":{"ElementsAndBytes":{"elements":5,"bytes":9}}}"#;
+        assert_eq!(parse_row(both, ESTIMATES).unwrap().pages, None);
+    }
+
+    #[test]
+    fn common_pages_are_those_every_row_shares() {
+        let mut a = parse_row(BENCHMARK, ESTIMATES).unwrap();
+        let b = a.clone();
+        assert_eq!(common_pages([&a, &b]), Some(50));
+        a.pages = None;
+        assert_eq!(
+            common_pages([&a, &b]),
+            Some(50),
+            "a row without a count has no say"
+        );
+        a.pages = Some(500);
+        assert_eq!(common_pages([&a, &b]), None);
+        assert_eq!(common_pages([]), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use csv::StringRecord;
 
 /// A measurement file the report knows.
 pub struct File {
@@ -19,8 +20,9 @@ pub struct File {
     /// Other names the scripts may give it; the first found is read and
     /// copied under its own name.
     pub also: &'static [&'static str],
-    /// The columns the report uses (others are kept in the copy).
-    pub columns: &'static [&'static str],
+    /// The columns the report uses, comma-separated as in a header (others
+    /// are kept in the copy).
+    pub columns: &'static str,
     /// The standard command that makes it, for the summary.
     pub made_by: &'static str,
 }
@@ -31,68 +33,28 @@ pub const FILES: [File; 4] = [
         name: "footprint.csv",
         made_by: "scripts/footprint",
         also: &[],
-        columns: &[
-            "model",
-            "concurrency",
-            "pages",
-            "latency_ms",
-            "wall_s",
-            "pages_per_s",
-            "ok",
-            "errors",
-            "peak_rss_kb",
-            "max_threads",
-            "max_fds",
-            "user_s",
-            "sys_s",
-            "exit_status",
-            "note",
-        ],
+        columns: "model,concurrency,pages,latency_ms,wall_s,pages_per_s,ok,errors,\
+                  peak_rss_kb,max_threads,max_fds,user_s,sys_s,exit_status,note",
     },
     File {
         name: "ceiling.csv",
         made_by: "scripts/ceiling",
         also: &[],
-        columns: &[
-            "kind",
-            "name",
-            "concurrency",
-            "latency_ms",
-            "requests_or_pages",
-            "wall_s",
-            "per_s",
-            "share_of_ceiling",
-        ],
+        columns: "kind,name,concurrency,latency_ms,requests_or_pages,wall_s,per_s,\
+                  share_of_ceiling",
     },
     File {
         name: "peer.csv",
         made_by: "scripts/peer/run",
         also: &[],
-        columns: &[
-            "program",
-            "pages",
-            "concurrency",
-            "latency_ms",
-            "wall_s",
-            "pages_per_s",
-            "peak_rss_kb",
-            "ok",
-            "errors",
-        ],
+        columns: "program,pages,concurrency,latency_ms,wall_s,pages_per_s,peak_rss_kb,ok,errors",
     },
     File {
         name: "rss_scaling.csv",
         made_by: "scripts/footprint --rss-scaling",
         // What `scripts/footprint --rss-scaling` writes.
         also: &["footprint-rss-scaling.csv"],
-        columns: &[
-            "model",
-            "pages",
-            "concurrency",
-            "peak_rss_kb",
-            "wall_s",
-            "ratio_to_12k",
-        ],
+        columns: "model,pages,concurrency,peak_rss_kb,wall_s,ratio_to_12k",
     },
 ];
 
@@ -110,10 +72,10 @@ impl File {
 }
 
 /// A CSV file as text cells under its header.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct Table {
-    headers: Vec<String>,
-    rows: Vec<Vec<String>>,
+    headers: StringRecord,
+    rows: Vec<StringRecord>,
 }
 
 impl Table {
@@ -124,20 +86,10 @@ impl Table {
             .flexible(true)
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
-        let headers = reader
-            .headers()?
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
-        let rows = reader
-            .records()
-            .map(|r| r.map(|r| r.iter().map(str::to_string).collect()))
-            .collect::<Result<Vec<Vec<String>>, _>>()?;
-        // A trailing blank line or a row of empty cells carries nothing.
-        let rows = rows
-            .into_iter()
-            .filter(|r| r.iter().any(|c| !c.is_empty()))
-            .collect();
+        let headers = reader.headers()?.clone();
+        let mut rows = reader.records().collect::<Result<Vec<_>, _>>()?;
+        // A row of empty cells carries nothing.
+        rows.retain(|r| r.iter().any(|c| !c.is_empty()));
         Ok(Table { headers, rows })
     }
 
@@ -152,10 +104,7 @@ impl Table {
         }
     }
 
-    pub fn has(&self, column: &str) -> bool {
-        self.index(column).is_some()
-    }
-
+    /// Where `column` is, whatever its case.
     fn index(&self, column: &str) -> Option<usize> {
         self.headers
             .iter()
@@ -168,17 +117,20 @@ impl Table {
             .map(move |cells| Record { table: self, cells })
     }
 
-    /// The columns of `expected` this file lacks, for a warning.
-    pub fn missing<'a>(&self, expected: &[&'a str]) -> Vec<&'a str> {
-        expected.iter().copied().filter(|c| !self.has(c)).collect()
+    /// The columns of `expected` (comma-separated) this file lacks, for a
+    /// warning.
+    pub fn missing<'a>(&self, expected: &'a str) -> Vec<&'a str> {
+        expected
+            .split(',')
+            .filter(|c| self.index(c).is_none())
+            .collect()
     }
 }
 
 /// One row, read by column name.
-#[derive(Clone, Copy)]
 pub struct Record<'a> {
     table: &'a Table,
-    cells: &'a [String],
+    cells: &'a StringRecord,
 }
 
 impl<'a> Record<'a> {
@@ -186,7 +138,7 @@ impl<'a> Record<'a> {
     /// cell empty.
     pub fn text(&self, column: &str) -> Option<&'a str> {
         let cell = self.cells.get(self.table.index(column)?)?;
-        (!cell.is_empty()).then_some(cell.as_str())
+        (!cell.is_empty()).then_some(cell)
     }
 
     /// The cell as a number; a cell that is not one counts as empty.
@@ -350,7 +302,7 @@ mod tests {
         assert_eq!(r.num("concurrency"), Some(8.0));
         assert_eq!(r.num("pages"), Some(50.0));
         assert_eq!(r.text("peak_rss_kb"), None, "a missing column is empty");
-        assert_eq!(t.missing(&["model", "peak_rss_kb"]), ["peak_rss_kb"]);
+        assert_eq!(t.missing("model,peak_rss_kb"), ["peak_rss_kb"]);
     }
 
     #[test]

@@ -10,13 +10,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use plotters::coord::ranged1d::SegmentValue;
+use plotters::chart::MeshStyle;
+use plotters::coord::Shift;
+use plotters::coord::combinators::WithKeyPoints;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::criterion::{BenchRow, MODEL_ORDER, model_rank};
+use super::criterion::{BenchRow, common_pages};
+use super::figures::{
+    MODEL_ORDER, batch_bound, little_bound, model_rank, num, short, tighter, trim,
+};
 use super::measurements::{Share, Table};
-use super::summary::batch_bound;
 
 const SIZE: (u32, u32) = (960, 600);
 const FONT: &str = "sans-serif";
@@ -59,31 +63,6 @@ fn log_range(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
     Some((lo / 1.5, hi * 1.5))
 }
 
-/// A number for an axis label: no trailing zeros, thousands as "k".
-pub fn short(v: f64) -> String {
-    let a = v.abs();
-    if a >= 10_000.0 {
-        format!("{}k", trim(v / 1000.0, 0))
-    } else if a >= 1000.0 {
-        format!("{}k", trim(v / 1000.0, 1))
-    } else if a >= 10.0 {
-        trim(v, 0)
-    } else if a >= 1.0 {
-        trim(v, 1)
-    } else {
-        trim(v, 2)
-    }
-}
-
-fn trim(v: f64, decimals: usize) -> String {
-    let s = format!("{v:.decimals$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
-
 /// Tick marks for a log axis: the measured values themselves when there
 /// are few (a reader wants to see C=64, not 50 and 100), else 1-2-5 steps.
 fn log_ticks(values: &[f64], lo: f64, hi: f64) -> Vec<f64> {
@@ -107,9 +86,91 @@ fn log_ticks(values: &[f64], lo: f64, hi: f64) -> Vec<f64> {
     ticks
 }
 
+/// A log axis from `lo` to `hi` ticked at [`log_ticks`] of `values`.
+fn log_axis(values: &[f64], lo: f64, hi: f64) -> WithKeyPoints<LogCoord<f64>> {
+    (lo..hi)
+        .log_scale()
+        .with_key_points(log_ticks(values, lo, hi))
+}
+
 /// Points spread evenly on a log axis between `lo` and `hi`.
 fn geometric(lo: f64, hi: f64, n: usize) -> impl Iterator<Item = f64> + Clone {
     (0..=n).map(move |i| lo * (hi / lo).powf(i as f64 / n as f64))
+}
+
+/// ` (a, b)` to follow a title, or nothing when there are no parts.
+fn in_brackets(parts: &[String]) -> String {
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+/// A white canvas that is written to `path` when presented.
+fn canvas(path: &Path, size: (u32, u32)) -> Result<DrawingArea<SVGBackend<'_>, Shift>> {
+    let root = SVGBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    Ok(root)
+}
+
+/// A chart with the title on top and room for the axes' labels.
+fn chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: String,
+    y_label_width: u32,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, (FONT, 22))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(y_label_width);
+    builder
+}
+
+/// What every plot's mesh shares: the axis titles' font, faint major
+/// lines, no minor ones.
+fn mesh<'m, 'a, 'b, X: Ranged, Y: Ranged, DB: DrawingBackend>(
+    style: &'m mut MeshStyle<'a, 'b, X, Y, DB>,
+) -> &'m mut MeshStyle<'a, 'b, X, Y, DB> {
+    style
+        .axis_desc_style((FONT, 17))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.12))
+}
+
+/// The legend of the series that have a label, top left.
+fn legend<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 15))
+        .draw()?;
+    Ok(())
+}
+
+/// A model's points, joined by a line in its color and named in the legend.
+fn model_line<'a, 'b: 'a, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    model: &str,
+    points: &[(f64, f64)],
+) -> Result<()> {
+    let c = color(model);
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(3)))?
+        .label(model)
+        .legend(move |(x, y)| {
+            EmptyElement::at((x, y))
+                + PathElement::new([(0, 0), (24, 0)], c.stroke_width(3))
+                + Circle::new((12, 0), 4, c.filled())
+        });
+    chart.draw_series(points.iter().map(|p| Circle::new(*p, 5, c.filled())))?;
+    Ok(())
 }
 
 /// A dashed line's mark in a legend.
@@ -130,10 +191,11 @@ fn dashes<'a, DB: DrawingBackend + 'a>(
 /// (⌈pages ÷ C⌉ rounds of one latency each) is drawn too: a run of 50 pages
 /// cannot beat one round however high C goes.
 pub fn latency_bound(path: &Path, group: &str, rows: &[BenchRow], latency_s: f64) -> Result<()> {
+    let rows: Vec<&BenchRow> = rows.iter().filter(|r| r.group == group).collect();
     // Per model (in the README's order): (C, pages/s, low, high).
     type Points = Vec<(f64, f64, f64, f64)>;
     let mut series: BTreeMap<(usize, String), Points> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.group == group) {
+    for r in &rows {
         if let (Some(c), Some((rate, low, high))) = (r.parameter_value(), r.pages_per_s()) {
             series
                 .entry(model_rank(&r.model))
@@ -145,35 +207,26 @@ pub fn latency_bound(path: &Path, group: &str, rows: &[BenchRow], latency_s: f64
         bail!("group {group} has no numeric parameter with a pages throughput");
     }
     let points = || series.values().flatten();
-    let Some((x0, x1)) = log_range(points().map(|p| p.0)) else {
+    let cs: Vec<f64> = points().map(|p| p.0).collect();
+    let Some((x0, x1)) = log_range(cs.iter().copied()) else {
         bail!("group {group} has no positive concurrency");
     };
-    let little = |c: f64| c / latency_s;
-    let mut pages: Vec<u64> = rows
-        .iter()
-        .filter(|r| r.group == group)
-        .filter_map(|r| r.pages)
-        .collect();
-    pages.sort_unstable();
-    pages.dedup();
-    let batch = (pages.len() == 1).then(|| pages[0] as f64);
+    let little = |c: f64| little_bound(c, latency_s);
+    let batch = common_pages(rows.iter().copied()).map(|n| n as f64);
     // When the pages per run vary with C, the bound of each measured run.
-    let run_bounds: Vec<(f64, f64)> = if batch.is_none() {
-        let mut b: Vec<(f64, f64)> = rows
+    let mut run_bounds: Vec<(f64, f64)> = Vec::new();
+    if batch.is_none() {
+        run_bounds = rows
             .iter()
-            .filter(|r| r.group == group)
             .filter_map(|r| {
                 let c = r.parameter_value().filter(|c| *c >= 1.0)?;
                 Some((c, batch_bound(r.pages? as f64, c, latency_s)))
             })
-            .filter(|(c, b)| *b < little(*c) * 0.999)
+            .filter(|(c, b)| tighter(*b, little(*c)))
             .collect();
-        b.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
-        b.dedup();
-        b
-    } else {
-        Vec::new()
-    };
+        run_bounds.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
+        run_bounds.dedup();
+    }
     let Some((y0, y1)) = log_range(
         points()
             .flat_map(|p| [p.1, p.2, p.3])
@@ -183,37 +236,20 @@ pub fn latency_bound(path: &Path, group: &str, rows: &[BenchRow], latency_s: f64
         bail!("group {group} has no positive pages/s");
     };
 
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
+    let root = canvas(path, SIZE)?;
     let latency_ms = short(latency_s * 1e3);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "Latency-bound: pages/s against concurrency ({group}, {latency_ms} ms per page)"
-            ),
-            (FONT, 22),
-        )
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(80)
-        .build_cartesian_2d(
-            (x0..x1).log_scale().with_key_points(log_ticks(
-                &points().map(|p| p.0).collect::<Vec<_>>(),
-                x0,
-                x1,
-            )),
-            (y0..y1).log_scale().with_key_points(log_ticks(&[], y0, y1)),
-        )?;
-    chart
-        .configure_mesh()
+    let mut chart = chart(
+        &root,
+        format!("Latency-bound: pages/s against concurrency ({group}, {latency_ms} ms per page)"),
+        80,
+    )
+    .build_cartesian_2d(log_axis(&cs, x0, x1), log_axis(&[], y0, y1))?;
+    mesh(&mut chart.configure_mesh())
         .x_desc("concurrency C (requests in flight, log scale)")
         .y_desc("pages per second (log scale)")
         .x_label_formatter(&|v| short(*v))
         .y_label_formatter(&|v| short(*v))
-        .axis_desc_style((FONT, 17))
         .label_style((FONT, 14))
-        .light_line_style(WHITE.mix(0.0))
-        .bold_line_style(BLACK.mix(0.12))
         .draw()?;
 
     chart
@@ -247,7 +283,6 @@ pub fn latency_bound(path: &Path, group: &str, rows: &[BenchRow], latency_s: f64
             ))
             .legend(|(x, y)| dashes((x, y), BLACK.mix(0.5).stroke_width(2)));
     }
-
     if !run_bounds.is_empty() {
         let grey = BLACK.mix(0.5).stroke_width(2);
         chart
@@ -260,31 +295,15 @@ pub fn latency_bound(path: &Path, group: &str, rows: &[BenchRow], latency_s: f64
 
     for ((_, model), pts) in &mut series {
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let c = color(model);
-        chart
-            .draw_series(LineSeries::new(
-                pts.iter().map(|p| (p.0, p.1)),
-                c.stroke_width(3),
-            ))?
-            .label(model.as_str())
-            .legend(move |(x, y)| {
-                EmptyElement::at((x, y))
-                    + PathElement::new([(0, 0), (24, 0)], c.stroke_width(3))
-                    + Circle::new((12, 0), 4, c.filled())
-            });
-        chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 5, c.filled())))?;
+        let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+        model_line(&mut chart, model, &line)?;
+        let c = color(model).stroke_width(2);
         chart.draw_series(
             pts.iter()
-                .map(|p| ErrorBar::new_vertical(p.0, p.2, p.1, p.3, c.stroke_width(2), 10)),
+                .map(|p| ErrorBar::new_vertical(p.0, p.2, p.1, p.3, c, 10)),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.4))
-        .label_font((FONT, 15))
-        .draw()?;
+    legend(&mut chart)?;
     root.present()?;
     Ok(())
 }
@@ -330,7 +349,8 @@ pub fn footprint_rss(path: &Path, table: &Table) -> Result<bool> {
             .push((r.c, r.mib));
     }
     let points = || series.values().flatten();
-    let Some((x0, x1)) = log_range(points().map(|p| p.0)) else {
+    let cs: Vec<f64> = points().map(|p| p.0).collect();
+    let Some((x0, x1)) = log_range(cs.iter().copied()) else {
         return Ok(false);
     };
     let y1 = points().map(|p| p.1).fold(0.0, f64::max) * 1.15;
@@ -347,63 +367,33 @@ pub fn footprint_rss(path: &Path, table: &Table) -> Result<bool> {
     } else {
         None
     };
-    let workload = (pages, latency.map(|l| format!("{l} ms latency")));
+    let workload: Vec<String> = [pages, latency.map(|l| format!("{l} ms latency"))]
+        .into_iter()
+        .flatten()
+        .collect();
 
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let what: Vec<String> = [workload.0, workload.1].into_iter().flatten().collect();
-    let what = if what.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", what.join(", "))
-    };
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("Memory: peak RSS against concurrency{what}"),
-            (FONT, 22),
-        )
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size(80)
-        .build_cartesian_2d(
-            (x0..x1).log_scale().with_key_points(log_ticks(
-                &points().map(|p| p.0).collect::<Vec<_>>(),
-                x0,
-                x1,
-            )),
-            0.0..y1,
-        )?;
-    chart
-        .configure_mesh()
+    let root = canvas(path, SIZE)?;
+    let mut chart = chart(
+        &root,
+        format!(
+            "Memory: peak RSS against concurrency{}",
+            in_brackets(&workload)
+        ),
+        80,
+    )
+    .build_cartesian_2d(log_axis(&cs, x0, x1), 0.0..y1)?;
+    mesh(&mut chart.configure_mesh())
         .x_desc("concurrency C (requests in flight, log scale)")
         .y_desc("peak resident set size (MiB)")
         .x_label_formatter(&|v| short(*v))
         .y_label_formatter(&|v| short(*v))
-        .axis_desc_style((FONT, 17))
         .label_style((FONT, 14))
-        .light_line_style(WHITE.mix(0.0))
-        .bold_line_style(BLACK.mix(0.12))
         .draw()?;
     for ((_, model), pts) in &mut series {
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let c = color(model);
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(3)))?
-            .label(model.as_str())
-            .legend(move |(x, y)| {
-                EmptyElement::at((x, y))
-                    + PathElement::new([(0, 0), (24, 0)], c.stroke_width(3))
-                    + Circle::new((12, 0), 4, c.filled())
-            });
-        chart.draw_series(pts.iter().map(|p| Circle::new(*p, 5, c.filled())))?;
+        model_line(&mut chart, model, pts)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.4))
-        .label_font((FONT, 15))
-        .draw()?;
+    legend(&mut chart)?;
     root.present()?;
     Ok(true)
 }
@@ -416,58 +406,46 @@ pub fn ceiling_share(path: &Path, shares: &[Share]) -> Result<bool> {
     if bars.is_empty() {
         return Ok(false);
     }
-    // The workload goes in the title when all bars share it, else in the
-    // labels.
+    // The workload goes in the title where all bars share it, else in each
+    // bar's label: `workload(s, true)` is the shared part, `false` the rest.
     let all_same = |f: fn(&Share) -> Option<f64>| bars.iter().all(|b| f(b) == f(bars[0]));
     let same_c = all_same(|s| s.concurrency);
     let same_l = all_same(|s| s.latency_ms);
-    let label = |s: &Share| {
+    let workload = |s: &Share, shared: bool| {
         let mut parts = Vec::new();
-        if let (false, Some(c)) = (same_c, s.concurrency) {
+        if let (true, Some(c)) = (same_c == shared, s.concurrency) {
             parts.push(format!("C={}", short(c)));
         }
-        if let (false, Some(l)) = (same_l, s.latency_ms) {
-            parts.push(format!("{} ms", short(l)));
+        if let (true, Some(l)) = (same_l == shared, s.latency_ms) {
+            parts.push(format!(
+                "{} ms{}",
+                short(l),
+                if shared { " latency" } else { "" }
+            ));
         }
-        if parts.is_empty() {
-            s.name.clone()
-        } else {
-            format!("{} ({})", s.name, parts.join(", "))
-        }
+        parts
     };
-    let labels: Vec<String> = bars.iter().map(|s| label(s)).collect();
+    let labels: Vec<String> = bars
+        .iter()
+        .map(|s| format!("{}{}", s.name, in_brackets(&workload(s, false))))
+        .collect();
     let n = bars.len() as i32;
     let max_share = bars.iter().filter_map(|s| s.share).fold(0.0, f64::max);
     let x1 = (max_share.max(1.0) * 100.0 * 1.15).ceil();
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
 
-    let mut what = Vec::new();
-    if let (true, Some(c)) = (same_c, bars[0].concurrency) {
-        what.push(format!("C={}", short(c)));
-    }
-    if let (true, Some(l)) = (same_l, bars[0].latency_ms) {
-        what.push(format!("{} ms latency", short(l)));
-    }
-    let what = if what.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", what.join(", "))
-    };
-
     let height = (140 + 48 * n as u32).max(360);
-    let root = SVGBackend::new(path, (SIZE.0, height)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("Throughput as a share of the ceiling{what}"),
-            (FONT, 22),
-        )
-        .margin(20)
-        .x_label_area_size(55)
-        .y_label_area_size((longest * 9 + 20).clamp(90, 360))
-        .build_cartesian_2d(0.0..x1, (0..n).into_segmented())?;
-    chart
-        .configure_mesh()
+    let root = canvas(path, (SIZE.0, height))?;
+    let mut chart = chart(
+        &root,
+        format!(
+            "Throughput as a share of the ceiling{}",
+            in_brackets(&workload(bars[0], true))
+        ),
+        (longest * 9 + 20).clamp(90, 360),
+    )
+    .build_cartesian_2d(0.0..x1, (0..n).into_segmented())?;
+    mesh(&mut chart.configure_mesh())
         .x_desc("share of the ceiling (%)")
         .y_desc("")
         .y_labels(bars.len())
@@ -480,10 +458,7 @@ pub fn ceiling_share(path: &Path, shares: &[Share]) -> Result<bool> {
         })
         .x_label_formatter(&|v| format!("{}%", short(*v)))
         .disable_y_mesh()
-        .axis_desc_style((FONT, 17))
         .label_style((FONT, 15))
-        .light_line_style(WHITE.mix(0.0))
-        .bold_line_style(BLACK.mix(0.12))
         .draw()?;
 
     let value_style =
@@ -525,7 +500,7 @@ pub fn ceiling_share(path: &Path, shares: &[Share]) -> Result<bool> {
     let ceiling = bars.iter().find_map(|s| s.ceiling_per_s);
     let note = match ceiling {
         Some(c) if bars.iter().all(|s| s.ceiling_per_s == Some(c)) => {
-            format!("ceiling = 100% ({}/s)", super::summary::num(c))
+            format!("ceiling = 100% ({}/s)", num(c))
         }
         _ => "ceiling = 100%".to_string(),
     };
@@ -541,16 +516,6 @@ pub fn ceiling_share(path: &Path, shares: &[Share]) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn axis_numbers_are_short() {
-        assert_eq!(short(1.0), "1");
-        assert_eq!(short(2.5), "2.5");
-        assert_eq!(short(87.066), "87");
-        assert_eq!(short(1500.0), "1.5k");
-        assert_eq!(short(20000.0), "20k");
-        assert_eq!(short(0.25), "0.25");
-    }
 
     #[test]
     fn ticks_are_the_measured_values_or_1_2_5() {

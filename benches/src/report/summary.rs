@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::criterion::{BenchRow, latency_from_group, model_rank, parameter_key};
+use super::criterion::{BenchRow, common_pages, latency_from_group};
+use super::figures::{batch_bound, by_parameter, little_bound, model_rank, num, short, tighter};
 use super::machine::Machine;
 use super::measurements::{
     ARTICLE_PAGES_PER_S, Record, Table, ceiling_shares, peer_speedups, shares_in_percent,
 };
-use super::plots::short;
 
 /// Everything the summary is made from.
 pub struct Inputs<'a> {
@@ -32,50 +32,6 @@ pub struct Inputs<'a> {
     pub plots: &'a [&'a str],
 }
 
-/// A number as a table shows it: grouped thousands for large values, a
-/// few significant digits for small ones.
-pub fn num(v: f64) -> String {
-    let a = v.abs();
-    if a >= 100.0 || (v.fract() == 0.0 && a < 1e15) {
-        group_thousands(v.round() as i64)
-    } else if a >= 10.0 {
-        trim_zeros(format!("{v:.1}"))
-    } else if a >= 1.0 {
-        trim_zeros(format!("{v:.2}"))
-    } else {
-        trim_zeros(format!("{v:.3}"))
-    }
-}
-
-fn trim_zeros(s: String) -> String {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
-
-fn group_thousands(v: i64) -> String {
-    let digits = v.unsigned_abs().to_string();
-    let lead = match digits.len() % 3 {
-        0 => 3,
-        r => r,
-    };
-    let (head, rest) = digits.split_at(lead.min(digits.len()));
-    let mut out = head.to_string();
-    for group in rest.as_bytes().chunks(3) {
-        out.push(',');
-        out.push_str(std::str::from_utf8(group).unwrap_or_default());
-    }
-    if v < 0 { format!("-{out}") } else { out }
-}
-
-/// The most pages/s a run of `pages` can reach with `c` in flight when
-/// each request takes `latency_s`: ⌈pages ÷ C⌉ rounds of one latency.
-pub fn batch_bound(pages: f64, c: f64, latency_s: f64) -> f64 {
-    pages / ((pages / c.floor().max(1.0)).ceil() * latency_s)
-}
-
 /// A rate with its interval: `4,812 (4,790–4,830)`.
 fn rate_cell(rate: f64, low: f64, high: f64) -> String {
     format!("{} ({}–{})", num(rate), num(low), num(high))
@@ -86,19 +42,40 @@ fn cell(r: &Record, column: &str) -> String {
     r.text(column).map_or_else(|| "–".to_string(), escape)
 }
 
-/// A numeric cell reformatted, or the raw text if it is not a number.
-fn num_cell(r: &Record, column: &str) -> String {
-    r.num(column).map_or_else(|| cell(r, column), num)
-}
-
-/// Kilobytes in the CSV, MiB in the table.
-fn mib_cell(r: &Record, column: &str) -> String {
-    r.num(column)
-        .map_or_else(|| cell(r, column), |kb| format!("{:.1}", kb / 1024.0))
-}
-
 fn escape(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// How a column of the scripts' CSVs is shown.
+#[derive(Clone, Copy)]
+enum Show {
+    /// As it stands.
+    Text,
+    /// Reformatted with [`num`].
+    Num,
+    /// Kilobytes in the CSV, MiB in the table.
+    Mib,
+}
+use Show::{Mib, Num, Text};
+
+/// A table column: its header, the CSV column under it, how it is shown.
+type Column = (&'static str, &'static str, Show);
+
+fn headers(columns: &[Column]) -> Vec<&'static str> {
+    columns.iter().map(|c| c.0).collect()
+}
+
+/// A row's cells under `columns`; a cell that should be a number and is
+/// not is shown as it stands.
+fn cells(r: &Record, columns: &[Column]) -> Vec<String> {
+    columns
+        .iter()
+        .map(|&(_, column, show)| match (show, r.num(column)) {
+            (Num, Some(v)) => num(v),
+            (Mib, Some(kb)) => format!("{:.1}", kb / 1024.0),
+            _ => cell(r, column),
+        })
+        .collect()
 }
 
 /// Columns of words, aligned left; numbers align right.
@@ -189,38 +166,17 @@ fn bench_section(out: &mut String, x: &Inputs) {
     }
     for (group, rows) in groups {
         let mut params: Vec<&str> = rows.iter().map(|r| r.parameter.as_str()).collect();
-        params.sort_by(|a, b| {
-            let (ka, kb) = (parameter_key(a), parameter_key(b));
-            ka.0.cmp(&kb.0)
-                .then(ka.1.total_cmp(&kb.1))
-                .then_with(|| ka.2.cmp(&kb.2))
-        });
+        params.sort_by(|a, b| by_parameter(a, b));
         params.dedup();
         // Pages per run: in the heading when the whole group shares them,
         // else in each column's header (a bench may size the list to C).
-        let pages_of = |p: Option<&str>| -> Option<u64> {
-            let mut pages: Vec<u64> = rows
-                .iter()
-                .filter(|r| p.is_none_or(|p| r.parameter == p))
-                .filter_map(|r| r.pages)
-                .collect();
-            pages.sort_unstable();
-            pages.dedup();
-            match pages.as_slice() {
-                [n] => Some(*n),
-                _ => None,
-            }
-        };
-        let group_pages = pages_of(None);
-        let column_pages: Vec<Option<u64>> = params.iter().map(|p| pages_of(Some(p))).collect();
-        match group_pages {
-            Some(n) => {
-                let _ = writeln!(out, "### `{group}`, {n} pages per run\n");
-            }
-            None => {
-                let _ = writeln!(out, "### `{group}`\n");
-            }
-        }
+        let group_pages = common_pages(rows.iter().copied());
+        let column_pages: Vec<Option<u64>> = params
+            .iter()
+            .map(|p| common_pages(rows.iter().copied().filter(|r| r.parameter == *p)))
+            .collect();
+        let pages = group_pages.map_or(String::new(), |n| format!(", {n} pages per run"));
+        let _ = writeln!(out, "### `{group}`{pages}\n");
         let mut models: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
         models.sort_by_key(|m| model_rank(m));
         models.dedup();
@@ -257,7 +213,10 @@ fn bench_section(out: &mut String, x: &Inputs) {
                 .iter()
                 .map(|p| p.parse::<f64>().ok().filter(|c| *c >= 1.0))
                 .collect();
-            let little: Vec<Option<f64>> = cs.iter().map(|c| c.map(|c| c / latency)).collect();
+            let little: Vec<Option<f64>> = cs
+                .iter()
+                .map(|c| c.map(|c| little_bound(c, latency)))
+                .collect();
             // A run of N pages also takes at least ⌈N ÷ C⌉ rounds of one
             // latency, whatever C: the tighter bound when N is not a
             // multiple of C, or is smaller than C.
@@ -274,11 +233,11 @@ fn bench_section(out: &mut String, x: &Inputs) {
             let mut row = vec![format!("*Little's law: C ÷ {ms} ms*")];
             row.extend(italic(&little));
             lines.push(row);
-            let tighter = batch
+            let show_batch = batch
                 .iter()
                 .zip(&little)
-                .any(|(b, l)| matches!((b, l), (Some(b), Some(l)) if *b < l * 0.999));
-            if tighter {
+                .any(|(b, l)| matches!((b, l), (Some(b), Some(l)) if tighter(*b, *l)));
+            if show_batch {
                 let mut row = vec![format!("*one run: pages ÷ (⌈pages ÷ C⌉ × {ms} ms)*")];
                 row.extend(italic(&batch));
                 lines.push(row);
@@ -296,48 +255,32 @@ fn bench_section(out: &mut String, x: &Inputs) {
     }
 }
 
+const FOOTPRINT: [Column; 15] = [
+    ("model", "model", Text),
+    ("C", "concurrency", Num),
+    ("pages", "pages", Num),
+    ("latency (ms)", "latency_ms", Num),
+    ("wall (s)", "wall_s", Num),
+    ("pages/s", "pages_per_s", Num),
+    ("ok", "ok", Num),
+    ("errors", "errors", Num),
+    ("peak RSS (MiB)", "peak_rss_kb", Mib),
+    ("max threads", "max_threads", Num),
+    ("max fds", "max_fds", Num),
+    ("user (s)", "user_s", Num),
+    ("sys (s)", "sys_s", Num),
+    ("exit", "exit_status", Text),
+    ("note", "note", Text),
+];
+
 fn footprint_section(out: &mut String, x: &Inputs) {
     let Some(t) = x.footprint else { return };
     out.push_str("## Footprint (`footprint.csv`)\n\n");
     out.push_str("One process per model and workload; peak RSS in MiB (the CSV has kB).\n\n");
     table(
         out,
-        &[
-            "model",
-            "C",
-            "pages",
-            "latency (ms)",
-            "wall (s)",
-            "pages/s",
-            "ok",
-            "errors",
-            "peak RSS (MiB)",
-            "max threads",
-            "max fds",
-            "user (s)",
-            "sys (s)",
-            "exit",
-            "note",
-        ],
-        t.records().map(|r| {
-            vec![
-                cell(&r, "model"),
-                num_cell(&r, "concurrency"),
-                num_cell(&r, "pages"),
-                num_cell(&r, "latency_ms"),
-                num_cell(&r, "wall_s"),
-                num_cell(&r, "pages_per_s"),
-                num_cell(&r, "ok"),
-                num_cell(&r, "errors"),
-                mib_cell(&r, "peak_rss_kb"),
-                num_cell(&r, "max_threads"),
-                num_cell(&r, "max_fds"),
-                num_cell(&r, "user_s"),
-                num_cell(&r, "sys_s"),
-                cell(&r, "exit_status"),
-                cell(&r, "note"),
-            ]
-        }),
+        &headers(&FOOTPRINT),
+        t.records().map(|r| cells(&r, &FOOTPRINT)),
     );
     plot(
         out,
@@ -346,6 +289,17 @@ fn footprint_section(out: &mut String, x: &Inputs) {
         "peak RSS against concurrency per model",
     );
 }
+
+/// Followed by the share of the ceiling and the note.
+const CEILING: [Column; 7] = [
+    ("kind", "kind", Text),
+    ("name", "name", Text),
+    ("C", "concurrency", Num),
+    ("latency (ms)", "latency_ms", Num),
+    ("requests or pages", "requests_or_pages", Num),
+    ("wall (s)", "wall_s", Num),
+    ("per s", "per_s", Num),
+];
 
 fn ceiling_section(out: &mut String, x: &Inputs) {
     let Some(t) = x.ceiling else { return };
@@ -363,17 +317,7 @@ fn ceiling_section(out: &mut String, x: &Inputs) {
     let percent = |s: f64| format!("{s:.1}%");
     table(
         out,
-        &[
-            "kind",
-            "name",
-            "C",
-            "latency (ms)",
-            "requests or pages",
-            "wall (s)",
-            "per s",
-            "share of ceiling",
-            "note",
-        ],
+        &[&headers(&CEILING)[..], &["share of ceiling", "note"]].concat(),
         t.records()
             .filter(|r| r.text("name").is_some() || r.text("kind") == Some("ceiling"))
             .map(|r| {
@@ -387,17 +331,9 @@ fn ceiling_section(out: &mut String, x: &Inputs) {
                         .and_then(|s| s.share)
                         .map_or_else(|| "–".to_string(), |s| percent(s * 100.0))
                 };
-                vec![
-                    cell(&r, "kind"),
-                    cell(&r, "name"),
-                    num_cell(&r, "concurrency"),
-                    num_cell(&r, "latency_ms"),
-                    num_cell(&r, "requests_or_pages"),
-                    num_cell(&r, "wall_s"),
-                    num_cell(&r, "per_s"),
-                    share,
-                    cell(&r, "note"),
-                ]
+                let mut row = cells(&r, &CEILING);
+                row.extend([share, cell(&r, "note")]);
+                row
             }),
     );
     plot(
@@ -407,6 +343,19 @@ fn ceiling_section(out: &mut String, x: &Inputs) {
         "each model's share of the ceiling",
     );
 }
+
+/// Followed by the speed-up over the article's program and the note.
+const PEER: [Column; 9] = [
+    ("program", "program", Text),
+    ("pages", "pages", Num),
+    ("C", "concurrency", Num),
+    ("latency (ms)", "latency_ms", Num),
+    ("wall (s)", "wall_s", Num),
+    ("pages/s", "pages_per_s", Num),
+    ("peak RSS (MiB)", "peak_rss_kb", Mib),
+    ("ok", "ok", Num),
+    ("errors", "errors", Num),
+];
 
 fn peer_section(out: &mut String, x: &Inputs) {
     let Some(t) = x.peer else { return };
@@ -436,35 +385,30 @@ fn peer_section(out: &mut String, x: &Inputs) {
     table(
         out,
         &[
-            "program",
-            "pages",
-            "C",
-            "latency (ms)",
-            "wall (s)",
-            "pages/s",
-            "peak RSS (MiB)",
-            "ok",
-            "errors",
-            "× faster than the article's program",
-            "note",
-        ],
+            &headers(&PEER)[..],
+            &["× faster than the article's program", "note"],
+        ]
+        .concat(),
         t.records().zip(speedups).map(|(r, x)| {
-            vec![
-                cell(&r, "program"),
-                num_cell(&r, "pages"),
-                num_cell(&r, "concurrency"),
-                num_cell(&r, "latency_ms"),
-                num_cell(&r, "wall_s"),
-                num_cell(&r, "pages_per_s"),
-                mib_cell(&r, "peak_rss_kb"),
-                num_cell(&r, "ok"),
-                num_cell(&r, "errors"),
+            let mut row = cells(&r, &PEER);
+            row.extend([
                 x.map_or_else(|| "–".to_string(), |x| format!("{}×", num(x))),
                 cell(&r, "note"),
-            ]
+            ]);
+            row
         }),
     );
 }
+
+const RSS_SCALING: [Column; 7] = [
+    ("model", "model", Text),
+    ("pages", "pages", Num),
+    ("C", "concurrency", Num),
+    ("peak RSS (MiB)", "peak_rss_kb", Mib),
+    ("wall (s)", "wall_s", Num),
+    ("ratio to 12k pages", "ratio_to_12k", Num),
+    ("note", "note", Text),
+];
 
 fn rss_section(out: &mut String, x: &Inputs) {
     let Some(t) = x.rss_scaling else { return };
@@ -476,26 +420,8 @@ fn rss_section(out: &mut String, x: &Inputs) {
     );
     table(
         out,
-        &[
-            "model",
-            "pages",
-            "C",
-            "peak RSS (MiB)",
-            "wall (s)",
-            "ratio to 12k pages",
-            "note",
-        ],
-        t.records().map(|r| {
-            vec![
-                cell(&r, "model"),
-                num_cell(&r, "pages"),
-                num_cell(&r, "concurrency"),
-                mib_cell(&r, "peak_rss_kb"),
-                num_cell(&r, "wall_s"),
-                num_cell(&r, "ratio_to_12k"),
-                cell(&r, "note"),
-            ]
-        }),
+        &headers(&RSS_SCALING),
+        t.records().map(|r| cells(&r, &RSS_SCALING)),
     );
 }
 
@@ -552,21 +478,6 @@ mod tests {
             ci_high_ns: median_ms * 1.1e6,
             confidence_level: 0.95,
         }
-    }
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(num(4812.4), "4,812");
-        assert_eq!(num(1_234_567.0), "1,234,567");
-        assert_eq!(num(123_456.0), "123,456");
-        assert_eq!(num(-1500.0), "-1,500");
-        assert_eq!(num(87.06), "87.1");
-        assert_eq!(num(8.695), "8.7");
-        assert_eq!(num(2.25), "2.25");
-        assert_eq!(num(0.5), "0.5");
-        assert_eq!(num(0.1234), "0.123");
-        assert_eq!(num(0.0), "0");
-        assert_eq!(num(8.0), "8");
     }
 
     #[test]
