@@ -1,41 +1,42 @@
-//! The legacy row: async-std tasks and the surf client, `max_in_flight` URLs at a time.
-//!
-//! **Status.** async-std is discontinued and its authors point to smol
-//! (RUSTSEC-2025-0052). surf's last release is 2.3.2, from 2021, and it is
-//! flagged unmaintained (RUSTSEC-2025-0036, filed again as RUSTSEC-2026-0169).
-//! This crate is the comparison's legacy row and a migration guide to
-//! `fetch-smol` (the same model on maintained crates), not a recommendation.
+//! The legacy row: one async-std task per URL in flight, on surf clients (both unmaintained).
 //!
 //! # How it works
 //!
-//! `fetch_all`, `block_on`'d on the calling thread, pulls a URL from
-//! `Dispatch::next_url` only while fewer than `max_in_flight` tasks run, and
-//! spawns one task per URL with `async_std::task::spawn`. The waiting happens
-//! in async-std's reactor (an async-io thread on epoll), which wakes a task
-//! when its socket or timer is ready; the global executor (a thread per core)
-//! schedules the tasks. Each task races its URL against cancel and the
-//! deadline, bounds each attempt with async-std's timer, sleeps between
-//! retries on it, and parses on `spawn_blocking`.
+//! [`Model::run_iter`] blocks the calling thread on async-std's global
+//! runtime running [`fetch_all`]. The waiting happens in async-std's reactor
+//! (an async-io thread on epoll), which wakes a task when its socket or timer
+//! is ready; the global executor (a thread per core) schedules the tasks.
+//! What caps the requests in flight is the driver loop in `fetch_all`: it
+//! pulls a URL and spawns its task only while fewer than `max_in_flight` run,
+//! so the permit is taken before the task exists. Each task is fetch-core's
+//! per-URL path (`fetch_core::fetch_one`, in fetch-core's `fetch.rs`: retries,
+//! the race of each attempt against its budget and of the URL against cancel
+//! and the deadline, the panic guard) on async-std's timer, with one surf
+//! request (and its redirects) per attempt; the CPU stage leaves the executor
+//! for `spawn_blocking`.
 //!
 //! surf 2.3.2 and its http-client 6.5 leave four things to the caller:
 //! - **The pool takes back dirty connections**, whatever state their response
 //!   was left in: after a timeout or an unread body, every later request on
-//!   that connection fails. So each slot owns its own client ([`Clients`]),
-//!   and a failed attempt replaces it.
+//!   that connection fails. So each attempt takes a surf client of its own
+//!   from [`Client`] and gives it back only if it ends clean; a failed,
+//!   timed-out or cancelled attempt drops it, and its connection with it.
 //! - **No connect timeout**: only the request and the response head are
-//!   timed. One `async_std::future::timeout` around the whole attempt
-//!   (connect, TLS, head, body) enforces the attempt's budget.
+//!   timed. `fetch_one`'s race of the whole attempt (connect, TLS, head,
+//!   body) against its budget, on async-std's timer, is the only timeout.
 //! - **Redirects**: surf's `Redirect` middleware sends the final request twice
-//!   and returns the last 3xx when it runs out, so `attempt` follows them.
+//!   and returns the last 3xx when it runs out, so `send` follows them, with
+//!   fetch-core's `Redirects` (as fetch-smol does).
 //! - **Default headers**: `Config`'s headers (User-Agent, Accept-Encoding)
-//!   are not sent with a `Request` handed to `Client::send`, so `attempt`
-//!   copies them onto each request.
+//!   are not sent with a `Request` handed to `Client::send`, so `send` copies
+//!   them onto each request.
 //!
 //! # When to choose this
 //!
-//! Not for new code. Read it if you maintain an async-std/surf codebase: for
-//! what the stack costs next to the others, what to fix while you are still on
-//! it (above), and how each piece maps to smol.
+//! Not for new code (see Status below). Read it if you maintain an
+//! async-std/surf codebase: for what the stack costs next to the others, what
+//! to fix while you are still on it (above), and how each piece maps to smol
+//! (Migrating to smol, below).
 //!
 //! Not for HTTP/1.0 servers (Python's `http.server`, many embedded devices):
 //! async-h1, surf's h1 client, rejects every response that is not HTTP/1.1,
@@ -51,23 +52,15 @@
 //! 100 in flight, like tokio and smol; 30-32% at 0 ms, behind tokio (39-42%)
 //! and smol (39-43%).
 //!
-//! # Migrating to smol
-//!
-//! | async-std / surf | smol world (`fetch-smol`) |
-//! |---|---|
-//! | `task::block_on` | `smol::block_on` |
-//! | `task::spawn` (dropping the handle detaches) | `smol::spawn` (dropping the `Task` cancels it) |
-//! | `task::spawn_blocking` | `smol::unblock` (the `blocking` crate) |
-//! | `future::timeout`, `task::sleep` | a race with `smol::Timer::after` (`futures_lite::FutureExt::or`) |
-//! | `surf::Client`, http-client's pool | hyper 1 connections over `smol::net::TcpStream`, via smol-hyper |
-//! | `async-native-tls` (OpenSSL) | futures-rustls, trusting the platform's roots |
-//!
 //! # Copying this crate
 //!
 //! Don't start a project from it: copy `fetch-smol`. To harden a surf
-//! codebase you cannot move yet, lift [`Clients`], `read_body` (the cap
-//! enforced while reading) and the redirect loop in `attempt`. Building needs
-//! OpenSSL's headers (Debian: `pkg-config`, `libssl-dev`).
+//! codebase you cannot move yet, lift [`Client`] (a surf client per attempt,
+//! dropped when it fails), `read_body` (the cap enforced while reading, and
+//! the short body async-h1 does not report) and the redirect loop in `send`.
+//! Your own processing of a page goes where fetch-core's CPU stage is,
+//! `fetch_core::parse::page`, which `fetch_one` runs on `spawn_blocking`.
+//! Building needs OpenSSL's headers (Debian: `pkg-config`, `libssl-dev`).
 //!
 //! # Tests and benchmark
 //!
@@ -77,237 +70,191 @@
 //! benchmark rows; criterion 0.8 has no async-std executor, so the benches
 //! drive this model through its blocking `Model::run`, which `block_on`s
 //! `fetch_all`.
+//!
+//! # Status
+//!
+//! async-std is discontinued and its authors point to smol
+//! (RUSTSEC-2025-0052). surf's last release is 2.3.2, from 2021, and it is
+//! flagged unmaintained (RUSTSEC-2025-0036, filed again as RUSTSEC-2026-0169).
+//! This crate is the comparison's legacy row and a migration guide to
+//! `fetch-smol` (the same model on maintained crates), not a recommendation.
+//!
+//! # Migrating to smol
+//!
+//! | async-std / surf | smol world (`fetch-smol`) |
+//! |---|---|
+//! | `task::block_on` | `smol::block_on` |
+//! | `task::spawn` (dropping the handle detaches) | `smol::spawn` (dropping the `Task` cancels it) |
+//! | `task::spawn_blocking` | `smol::unblock` (the `blocking` crate) |
+//! | `task::sleep` | `smol::Timer::after` |
+//! | `surf::Client`, http-client's pool | hyper 1 connections over `smol::net::TcpStream`, via smol-hyper |
+//! | `async-native-tls` (OpenSSL) | futures-rustls, trusting the platform's roots |
 
+use std::future::Future;
 use std::io;
-use std::panic::AssertUnwindSafe;
-use std::pin::pin;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_std::task;
-use fetch_core::{Cached, CancelToken, Dispatch, ErrorKind, FetchError, Model, Options, Outcome};
-use fetch_core::{Page, Run, check_url, parse, retry};
-use futures::future::{self, Either};
+use fetch_core::response::{CappedBody, Redirects, check_status};
+use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
+use fetch_core::{Model, Options, Outcome, Run, fetch_one};
 use futures::stream::FuturesUnordered;
-use futures::{AsyncBufReadExt, FutureExt, StreamExt};
-use surf::http::{Method, headers};
+use futures::{AsyncBufReadExt, StreamExt};
+use surf::http::Method;
+use surf::http::headers::{self, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 
-/// Fetches every URL from `urls`, at most `options.max_in_flight()` at a
-/// time, handing each outcome to `on_outcome` as it finishes. Returns the
-/// number of URLs read (one outcome each). Runs on async-std's runtime.
+/// Fetches every URL from `urls` with at most `options.max_in_flight()`
+/// requests in flight, handing each outcome to `on_outcome` as it finishes.
+/// Returns the number of URLs read (one outcome each). Runs on async-std.
 pub async fn fetch_all(
-    clients: &Arc<Clients>,
+    client: &Client,
     urls: &mut dyn Iterator<Item = String>,
     options: &Options,
     on_outcome: &mut dyn FnMut(Outcome),
     cancel: &CancelToken,
 ) -> usize {
-    // Spawned tasks must own what they use: the run is shared through an Arc.
+    // Spawned tasks own what they use ('static): the run through an Arc, and
+    // a clone of the client each (Arcs inside: one shared list of idle surf
+    // clients).
     let run = Arc::new(Run::new(options, cancel));
     let mut dispatch = Dispatch::new(urls, on_outcome);
-    // The spawned tasks run on the executor's threads whether or not this
-    // driver polls the set, which only collects finished outcomes. So the
-    // stall of futures-rs issue 2387 (a `buffer_unordered` stream whose
+    let max_in_flight = options.max_in_flight();
+    // The tasks' handles, collected as they finish. The spawned tasks run on
+    // the executor's threads whether or not this loop polls the set, so the
+    // stall of rust-lang/futures-rs#2387 (a `buffer_unordered` stream whose
     // futures make no progress while its consumer awaits something else)
-    // cannot happen here.
-    let mut running = FuturesUnordered::new();
-    let mut input_done = false;
+    // cannot happen here. Unlike tokio's JoinSet, dropping a handle detaches
+    // its task: dropping `fetch_all` leaves the batch running to its end.
+    let mut in_flight = FuturesUnordered::new();
+    let mut exhausted = false;
     loop {
         // The permit is taken before spawning: a URL is read only when a slot
         // is free, so memory follows `max_in_flight`, not the input's length.
-        while !input_done && running.len() < options.max_in_flight() {
-            match dispatch.next_url(&run) {
-                Some((index, url)) => {
-                    let job = fetch_url(Arc::clone(&run), Arc::clone(clients), index, url);
-                    running.push(task::spawn(job));
-                }
-                None => input_done = true,
-            }
+        while !exhausted && in_flight.len() < max_in_flight {
+            let Some((index, url)) = dispatch.next_url(&run) else {
+                exhausted = true;
+                break;
+            };
+            let (run, client) = (Arc::clone(&run), client.clone());
+            // Futures are lazy: `attempt(..)` sends nothing until `fetch_one`
+            // awaits it, and `fetch_one` races it against the attempt's
+            // budget, so surf needs no timeout of its own.
+            let work = async move {
+                fetch_one(&run, &Runtime, index, &url, |_budget| {
+                    attempt(&client, &url, run.options())
+                })
+                .await
+            };
+            in_flight.push(task::spawn(work));
         }
-        match running.next().await {
+        // A panic in a task would resurface here and end the run, but
+        // `fetch_one` catches panics: each task returns its URL's outcome.
+        match in_flight.next().await {
             Some(outcome) => dispatch.record(outcome),
-            None => break, // nothing in flight, nothing left to read
+            None => break,
         }
     }
     dispatch.finish(&run)
 }
 
-/// One URL, from its first attempt to its outcome: the body of a task.
-async fn fetch_url(run: Arc<Run>, clients: Arc<Clients>, index: usize, url: String) -> Outcome {
-    let started = Instant::now();
-    // Counted here, not taken from `with_retries`, so that a URL cut short by
-    // cancel, the deadline or a panic still says how many attempts it made.
-    let attempts = AtomicU32::new(0);
-    // A panic in a spawned async-std task resurfaces where its JoinHandle is
-    // awaited, in the driver, and would end the run: it is caught here so it
-    // costs this URL alone. AssertUnwindSafe: nothing of this URL is used
-    // after a panic; the client it held is dropped, never checked back in.
-    let work = AssertUnwindSafe(fetch_page(&run, &clients, &url, &attempts)).catch_unwind();
-    let result = match future::select(pin!(work), pin!(stopped(&run))).await {
-        Either::Left((Ok(result), _)) => result,
-        Either::Left((Err(panic), _)) => Err(FetchError::from_panic(panic.as_ref())),
-        // Dropping the unfinished fetch drops its client and so its connection.
-        Either::Right((stop, _)) => Err(stop),
-    };
-    let attempts = attempts.load(Ordering::Relaxed);
-    run.outcome(index, &url, attempts, started, result)
-}
+/// async-std's side of the per-URL path: its timer for the budget race, the
+/// backoff and the deadline, and its blocking pool for the CPU stage.
+struct Runtime;
 
-/// Completes when the run is cancelled or its deadline passes, with why.
-async fn stopped(run: &Run) -> FetchError {
-    let deadline = async {
-        match run.deadline() {
-            Some(at) => task::sleep(at.saturating_duration_since(Instant::now())).await,
-            None => future::pending().await,
-        }
-    };
-    future::select(pin!(run.cancel_token().cancelled()), pin!(deadline)).await;
-    // The token is cancelled or the deadline has passed (a timer never fires
-    // early), so there is a stop reason; the fallback only avoids an unwrap.
-    run.stop_reason()
-        .unwrap_or_else(|| FetchError::new(ErrorKind::Deadline, "global deadline passed"))
-}
-
-/// Fetches one URL with retries, then runs the CPU stage.
-async fn fetch_page(
-    run: &Arc<Run>,
-    clients: &Clients,
-    url: &str,
-    attempts: &AtomicU32,
-) -> Result<Page, FetchError> {
-    let options = run.options();
-    // This URL's client. A std Mutex because each attempt's future reaches
-    // it by reference; no lock is held across an await.
-    let slot = Mutex::new(clients.checkout());
-    let (_, fetched) = run
-        .with_retries(
-            |budget| {
-                attempts.fetch_add(1, Ordering::Relaxed);
-                let (client, slot) = (lock(&slot).clone(), &slot);
-                async move {
-                    let result = async_std::future::timeout(budget, attempt(&client, url, options))
-                        .await
-                        .unwrap_or_else(|_| {
-                            let message = format!("no complete response within {budget:?}");
-                            Err(FetchError::new(ErrorKind::Timeout, message))
-                        });
-                    // A failed attempt may have left its connection
-                    // mid-response (see `Clients`): its slot starts afresh.
-                    if result.is_err() {
-                        *lock(slot) = clients.fresh();
-                    }
-                    result
-                }
-            },
-            // Backoff on the runtime's timer: a thread sleep would stall an
-            // executor thread and every task queued on it.
-            task::sleep,
-        )
-        .await;
-    clients.checkin(slot.into_inner().unwrap_or_else(PoisonError::into_inner));
-    let (status, body, content_type) = fetched?;
-    // The CPU stage leaves the executor: a 5 ms parse on one of its threads
-    // (two on a 2-core machine) would hold up every task queued there, their
-    // reads and their timeouts included. That is, when there is a CPU stage. Without one (parsing off, no
-    // extra work) the record is built in place: the hop would cost a
-    // cross-thread wake-up per page, which a profile at 0 ms latency showed
-    // as a fifth of the CPU time, to move nanoseconds of work.
-    if !run.options().has_cpu_stage() {
-        return Ok(parse::page(
-            status,
-            &body,
-            content_type.as_deref(),
-            run.options(),
-        ));
+impl AsyncRuntime for Runtime {
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        // Not `std::thread::sleep`: that would stall an executor thread and
+        // every task queued on it.
+        task::sleep(duration)
     }
-    let run = Arc::clone(run);
-    let parse = move || parse::page(status, &body, content_type.as_deref(), run.options());
-    Ok(task::spawn_blocking(parse).await)
+
+    fn offload<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = Result<T, FetchError>> + Send {
+        // The CPU stage leaves the executor: a 5 ms parse on one of its
+        // threads (two on a 2-core machine) would hold up every task queued
+        // there, their reads and their timeouts included.
+        let job = task::spawn_blocking(work);
+        // async-std's handle yields the result itself: its pool never drops
+        // a job, and `work` cannot panic (fetch-core catches that inside it).
+        async move {
+            let joined = job.await;
+            Ok(joined)
+        }
+    }
 }
 
-/// One attempt: follows up to `max_redirects` redirects and returns the final
-/// 2xx status, its body and its content type. A success has read every body
-/// to its end, so it leaves its connection clean for the next request.
-async fn attempt(
-    client: &surf::Client,
+/// One attempt on a surf client of its own, reading the body up to the cap.
+/// A success has read every body to its end, so it leaves its connection
+/// clean for the next request.
+async fn attempt(client: &Client, url: &str, options: &Options) -> Result<Fetched, FetchError> {
+    // Given back only when the attempt ends clean (see `Client`): an error
+    // returns early and drops it, and so does `fetch_one` dropping this
+    // future at the budget or a cancel.
+    let surf_client = client.checkout();
+    let mut response = send(&surf_client, url, options).await?;
+    let status = u16::from(response.status());
+    let header = |name| response.header(name).map(|v| v.last().as_str());
+    // A failure leaves the body unread: its connection goes with it.
+    check_status(status, header(RETRY_AFTER))?;
+    let content_type = header(CONTENT_TYPE).map(str::to_string);
+    let body = read_body(&mut response, options.max_body_bytes()).await?;
+    client.checkin(surf_client);
+    Ok(Fetched {
+        status,
+        body,
+        content_type,
+    })
+}
+
+/// One GET, following up to `max_redirects` redirects by hand (reqwest's
+/// `send` does it itself): the first response that is not a redirect.
+async fn send(
+    surf_client: &surf::Client,
     url: &str,
     options: &Options,
-) -> Result<(u16, Vec<u8>, Option<String>), FetchError> {
-    // `Client::get(&str)` panics on a malformed URL; a parsed one cannot.
-    let mut url = check_url(url)?;
-    let cap = options.max_body_bytes();
-    for _ in 0..=options.max_redirects() {
-        let mut request = surf::Request::new(Method::Get, url.clone());
+) -> Result<surf::Response, FetchError> {
+    // Requests are built from a parsed `Url`: `Client::get(&str)` panics on a
+    // malformed one.
+    let mut redirects = Redirects::new(url, options.max_redirects())?;
+    loop {
+        let mut request = surf::Request::new(Method::Get, redirects.url().clone());
         // surf documents `Config`'s headers as sent with every request, but
         // only `client.get(&str)` and its siblings add them, and those panic
         // on a malformed URL. `Client::send` of a built `Request` skips them:
         // without this loop no User-Agent went out at all.
-        for (name, values) in &client.config().headers {
+        for (name, values) in &surf_client.config().headers {
             request.insert_header(name, values);
         }
-        let mut response = client.send(request).await.map_err(map_error)?;
-        let status = u16::from(response.status());
-        let header = |r: &surf::Response, name: headers::HeaderName| {
-            r.header(name).map(|v| v.last().as_str().to_owned())
-        };
-        let location = header(&response, headers::LOCATION);
-        match location {
-            Some(location) if matches!(status, 301 | 302 | 303 | 307 | 308) => {
-                // Read, so the connection is clean for the next hop.
-                read_body(&mut response, cap).await?;
-                let next = url.join(&location).map_err(|e| {
-                    FetchError::new(ErrorKind::Protocol, format!("Location {location:?}: {e}"))
-                })?;
-                url = check_url(next.as_str())?;
-            }
-            _ if !(200..300).contains(&status) => {
-                // The body is left unread: the failure retires the connection.
-                let retry_after = header(&response, headers::RETRY_AFTER)
-                    .and_then(|v| retry::parse_retry_after(&v));
-                return Err(FetchError::http_status(status, retry_after));
-            }
-            _ => {
-                let content_type = header(&response, headers::CONTENT_TYPE);
-                let body = read_body(&mut response, cap).await?;
-                return Ok((status, body, content_type));
-            }
+        let mut response = surf_client.send(request).await.map_err(map_error)?;
+        let location = response.header(LOCATION).map(|v| v.last().as_str());
+        if !redirects.follow(u16::from(response.status()), location)? {
+            return Ok(response);
         }
+        // Read, so the connection is clean for the next hop.
+        read_body(&mut response, options.max_body_bytes()).await?;
     }
-    let message = format!("more than {} redirects", options.max_redirects());
-    Err(FetchError::new(ErrorKind::Redirect, message))
 }
 
 /// Reads a body to its end in the chunks the connection delivers, and stops
-/// as soon as it exceeds `cap` (surf's `body_bytes()` has no cap at all).
+/// as soon as it passes `cap` (surf's `body_bytes()` has no cap at all).
 async fn read_body(response: &mut surf::Response, cap: u64) -> Result<Vec<u8>, FetchError> {
-    let too_large = || FetchError::new(ErrorKind::BodyTooLarge, format!("body over {cap} bytes"));
-    let declared = response.len();
-    if declared.is_some_and(|len| len as u64 > cap) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
+    // async-h1 ends a Content-Length body quietly at the connection's end:
+    // `finish` compares what was read with what was announced.
+    let announced = response.len().map(|len| len as u64);
+    let mut body = CappedBody::new(cap, announced)?;
     loop {
         let chunk = response.fill_buf().await.map_err(|e| map_error(e.into()))?;
         if chunk.is_empty() {
             break;
         }
-        if (body.len() + chunk.len()) as u64 > cap {
-            return Err(too_large());
-        }
-        body.extend_from_slice(chunk);
+        body.push(chunk)?;
         let read = chunk.len();
         response.consume_unpin(read);
     }
-    // async-h1 ends a Content-Length body quietly at the connection's end: a
-    // short body means the connection closed mid-response.
-    match declared {
-        Some(len) if len != body.len() => Err(FetchError::new(
-            ErrorKind::Protocol,
-            format!("connection closed after {} of {len} body bytes", body.len()),
-        )),
-        _ => Ok(body),
-    }
+    body.finish()
 }
 
 /// surf's errors, mapped into fetch-core's kinds. `surf::Error` (http-types'
@@ -316,8 +263,6 @@ async fn read_body(response: &mut surf::Response, cap: u64) -> Result<Vec<u8>, F
 fn map_error(err: surf::Error) -> FetchError {
     use io::ErrorKind as Io;
     let message = err.to_string();
-    let pool_failure = message.contains("creating a new object");
-    let tls_words = ["SSL", "TLS", "certificate", "handshake"];
     // async-h1 accepts an HTTP/1.1 response head only (decode.rs: `ensure_eq!(
     // version, 1, ..)`), and httparse reads no other version than 1.0 and
     // 1.1. Nothing changes on a second try, so this is no `protocol` error.
@@ -326,99 +271,108 @@ fn map_error(err: surf::Error) -> FetchError {
                        (async-h1) cannot read; every other model can";
         return FetchError::new(ErrorKind::Unsupported, message);
     }
-    let kind = match err.downcast_ref::<io::Error>().map(io::Error::kind) {
-        Some(Io::ConnectionRefused | Io::AddrNotAvailable)
-        | Some(Io::HostUnreachable | Io::NetworkUnreachable) => ErrorKind::Connect,
-        Some(Io::TimedOut) => ErrorKind::Timeout,
+    let io = err.downcast_ref::<io::Error>().map(io::Error::kind);
+    // http-client's pool reports a failed connect or TLS handshake as text
+    // only (`Error::from_str(400, e.to_string())`): the type is gone.
+    let pool_failure = message.contains("creating a new object");
+    let tls_words = ["SSL", "TLS", "certificate", "handshake"];
+    // Order matters: a failed TLS handshake is also a pool failure.
+    let kind = if io == Some(Io::TimedOut) {
+        ErrorKind::Timeout
+    } else if pool_failure && tls_words.iter().any(|w| message.contains(w)) {
+        ErrorKind::Tls
+    } else if pool_failure
         // A failed DNS lookup (getaddrinfo) has no io::ErrorKind of its own.
-        Some(_) if message.contains("failed to lookup address") => ErrorKind::Connect,
+        || message.contains("failed to lookup address")
+        || matches!(io, Some(Io::ConnectionRefused | Io::AddrNotAvailable))
+        || matches!(io, Some(Io::HostUnreachable | Io::NetworkUnreachable))
+    {
+        ErrorKind::Connect
+    } else {
         // Reset, aborted, unexpected EOF, bad chunk framing: the connection
-        // died mid-response.
-        Some(_) => ErrorKind::Protocol,
-        // http-client's pool reports a failed connect or TLS handshake as
-        // text only (`Error::from_str(400, e.to_string())`): the type is gone.
-        None if pool_failure && tls_words.iter().any(|w| message.contains(w)) => ErrorKind::Tls,
-        None if pool_failure => ErrorKind::Connect,
-        // async-h1's parse errors: a malformed head, or no head at all.
-        None => ErrorKind::Protocol,
+        // died mid-response. Or async-h1 found a malformed head, or none.
+        ErrorKind::Protocol
     };
     FetchError::new(kind, message)
 }
 
-/// One `surf::Client` per slot, built from one configuration.
+/// The client a run shares: one surf configuration, and the surf clients
+/// that ended their last attempt clean. Clones are cheap (Arcs) and share
+/// both, like reqwest's.
 ///
-/// Why not one shared client: http-client's pool takes a connection back
-/// whatever state its response was left in. A slot's client is used by one
-/// task at a time and keeps one connection per host, so a slot whose attempt
-/// failed drops its client, closing that connection, and touches no one
-/// else's. Clients that end clean wait here, connections open, for the next
-/// URL or run. (Across many hosts, each keeps one idle connection per host
-/// it has seen: http-client closes idle connections only when they fail.)
-pub struct Clients {
-    config: surf::Config,
-    idle: Mutex<Vec<surf::Client>>,
+/// Why not one shared surf client: http-client's pool takes a connection
+/// back whatever state its response was left in. An attempt takes a surf
+/// client for itself (with one connection per host) and gives it back only
+/// if it ended clean, so a failure drops that client, closing its connection,
+/// and touches no one else's. At most `max_in_flight` are in use at once, so
+/// at most that many are ever built; those that end clean wait here,
+/// connections open, for the next URL or run. (Across many hosts, each keeps
+/// one idle connection per host it has seen: http-client closes idle
+/// connections only when they fail.)
+#[derive(Clone)]
+pub struct Client {
+    config: Arc<surf::Config>,
+    idle: Arc<Mutex<Vec<surf::Client>>>,
 }
 
-impl Clients {
-    pub fn new(options: &Options) -> Self {
-        // OpenSSL's connector trusts the system's roots; these come on top.
-        let mut tls = async_native_tls::TlsConnector::new();
-        for der in options.extra_roots() {
-            // A root OpenSSL cannot parse is left out: hosts that needed it
-            // then fail with `tls`, as with any untrusted certificate.
-            if let Ok(cert) = async_native_tls::Certificate::from_der(der) {
-                tls = tls.add_root_certificate(cert);
-            }
-        }
-        // http-types takes only ASCII header values, and fetch-core's Options
-        // accept only a visible-ASCII user agent, so this cannot fail.
-        let config = surf::Config::new()
-            .add_header(headers::USER_AGENT, options.user_agent())
-            .expect("fetch-core validates the user agent as visible ASCII")
-            // Nothing under surf's h1 client decodes gzip or brotli (surf's
-            // `encoding` feature is about charsets), and a request without
-            // Accept-Encoding lets the server pick any coding: ask for none.
-            .add_header(headers::ACCEPT_ENCODING, "identity")
-            .expect("a constant ASCII header value")
-            // Our timeout covers the whole attempt; surf's would cover less.
-            .set_timeout(None)
-            .set_max_connections_per_host(1)
-            // A GET is one small write, then a wait: Nagle only delays it.
-            .set_tcp_no_delay(true)
-            .set_tls_config(Some(Arc::new(tls)));
-        Clients {
-            config,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn fresh(&self) -> surf::Client {
-        // With the h1 client, building a surf client cannot fail (Infallible).
-        let Ok(client) = surf::Client::try_from(self.config.clone());
-        client
-    }
-
+impl Client {
     fn checkout(&self) -> surf::Client {
-        lock(&self.idle).pop().unwrap_or_else(|| self.fresh())
+        // Nothing panics while this lock is held (a pop, a push, building a
+        // surf client), so a poisoned lock still holds a consistent list.
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // With the h1 client, building a surf client cannot fail (Infallible).
+        idle.pop()
+            .unwrap_or_else(|| match surf::Client::try_from((*self.config).clone()) {
+                Ok(surf_client) => surf_client,
+            })
     }
 
-    fn checkin(&self, client: surf::Client) {
-        lock(&self.idle).push(client);
+    fn checkin(&self, surf_client: surf::Client) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.push(surf_client);
     }
 }
 
-/// Nothing panics while one of these locks is held (a push, a pop, a clone),
-/// so a poisoned lock still holds consistent data.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// The client a run shares, from `options`: surf clients are built from its
+/// configuration as attempts need them.
+pub fn build_client(options: &Options) -> Client {
+    // OpenSSL's connector trusts the system's roots; these come on top.
+    let mut tls = async_native_tls::TlsConnector::new();
+    for der in options.extra_roots() {
+        // A root OpenSSL cannot parse is left out: hosts that needed it
+        // then fail with `tls`, as with any untrusted certificate.
+        if let Ok(cert) = async_native_tls::Certificate::from_der(der) {
+            tls = tls.add_root_certificate(cert);
+        }
+    }
+    // http-types takes only ASCII header values, and fetch-core's Options
+    // accept only a visible-ASCII user agent, so this cannot fail.
+    let config = surf::Config::new()
+        .add_header(headers::USER_AGENT, options.user_agent())
+        .expect("fetch-core validates the user agent as visible ASCII")
+        // Nothing under surf's h1 client decodes gzip or brotli (surf's
+        // `encoding` feature is about charsets), and a request without
+        // Accept-Encoding lets the server pick any coding: ask for none.
+        .add_header(headers::ACCEPT_ENCODING, "identity")
+        .expect("a constant ASCII header value")
+        // `fetch_one`'s budget covers the whole attempt; surf's would cover less.
+        .set_timeout(None)
+        .set_max_connections_per_host(1)
+        // A GET is one small write, then a wait: Nagle only delays it.
+        .set_tcp_no_delay(true)
+        .set_tls_config(Some(Arc::new(tls)));
+    Client {
+        config: Arc::new(config),
+        idle: Arc::default(),
+    }
 }
 
 /// The async-std model, for the CLI, the benches and the conformance suite.
-/// It keeps its clients between runs with the same options; async-std's
+/// It keeps its client between runs with the same options; async-std's
 /// runtime is global and starts on first use, so there is none to keep.
 #[derive(Default)]
 pub struct AsyncStd {
-    clients: Cached<Clients>,
+    client: Cached<Client>,
 }
 
 impl AsyncStd {
@@ -439,7 +393,7 @@ impl Model for AsyncStd {
         on_outcome: &mut dyn FnMut(Outcome),
         cancel: &CancelToken,
     ) -> usize {
-        let clients = self.clients.get_or_build(options, Clients::new);
-        task::block_on(fetch_all(&clients, urls, options, on_outcome, cancel))
+        let client = self.client.get_or_build(options, build_client);
+        task::block_on(fetch_all(&client, urls, options, on_outcome, cancel))
     }
 }

@@ -2,7 +2,7 @@
 //! one ureq 3 [`Agent`](ureq::Agent), configured from [`Options`].
 //!
 //! The three blocking models differ only in how many threads call
-//! [`BlockingClient::fetch`] and how those threads are scheduled; the request
+//! [`BlockingClient::attempt`] and how those threads are scheduled; the request
 //! itself is the same, so it lives here once (feature `blocking`).
 //!
 //! What ureq leaves to the caller, and how this module handles it:
@@ -41,10 +41,9 @@
 //!   RSS at a thousand connections with the defaults).
 
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::Duration;
 
 use ureq::Agent;
 use ureq::unversioned::resolver::DefaultResolver;
@@ -52,7 +51,7 @@ use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnecto
 
 use crate::OnCancel;
 use crate::tls::UreqTls;
-use crate::{Dispatch, ErrorKind, FetchError, Options, Outcome, Run, check_url, parse, retry};
+use crate::{Dispatch, ErrorKind, FetchError, Fetched, Options, Run, fetch_one_blocking, retry};
 
 /// A ureq agent configured from [`Options`]. Cheap to share by reference
 /// across threads: the agent's pool is behind a lock. Clones share the agent
@@ -120,64 +119,28 @@ impl BlockingClient {
         self.shut_down.load(Ordering::SeqCst)
     }
 
-    /// Fetches one URL, retries included, and runs the CPU stage on the
-    /// calling thread. Always returns an outcome: a panic inside ureq or the
-    /// CPU stage is caught here and becomes a `panicked` outcome for this URL,
-    /// so it cannot take down a worker thread (and with it the URLs that
-    /// thread would have fetched next).
-    pub fn fetch(&self, run: &Run, index: usize, url: &str) -> Outcome {
-        let started = Instant::now();
-        // AssertUnwindSafe: after a panic nothing of this attempt is reused; a
-        // connection mid-request is dropped, never returned to the pool. The
-        // CPU stage holds none of ureq's locks. (A panic inside ureq while it
-        // held its pool lock would poison it, and later URLs would end
-        // `panicked` too: still one outcome each, never a hang.) The attempt
-        // count is lost with the panic; the record says 1.
-        panic::catch_unwind(AssertUnwindSafe(|| self.fetch_unguarded(run, index, url)))
-            .unwrap_or_else(|payload| {
-                run.outcome(
-                    index,
-                    url,
-                    1,
-                    started,
-                    Err(FetchError::from_panic(payload.as_ref())),
-                )
-            })
-    }
-
-    fn fetch_unguarded(&self, run: &Run, index: usize, url: &str) -> Outcome {
-        let started = Instant::now();
-        if let Err(err) = check_url(url) {
-            return Outcome::untried(index, url, err);
-        }
-        let (attempts, result) =
-            run.with_retries_blocking(|budget| self.attempt(url.trim(), budget, run));
-        let result = result.map(|(status, body, content_type)| {
-            parse::page(status, &body, content_type.as_deref(), run.options())
-        });
-        run.outcome(index, url, attempts, started, result)
-    }
-
-    /// Fetches every URL `dispatch` hands out, one after another, on the
-    /// calling thread: the sequential model, and the fallback of the threads
-    /// and rayon models when not one worker thread could be started.
-    /// `next_url` checks the cancel token and the deadline before each URL,
-    /// so after a cancel the rest of the input is reported without a
-    /// request; the request in flight ends at once if the caller holds
-    /// [`shut_down_on_cancel`](Self::shut_down_on_cancel)'s guard.
-    pub fn fetch_in_turn(&self, run: &Run, dispatch: &mut Dispatch<'_>) {
-        while let Some((index, url)) = dispatch.next_url(run) {
-            dispatch.record(self.fetch(run, index, &url));
-        }
-    }
-
-    /// One attempt: the final status, the body (capped) and its content type.
-    fn attempt(
+    /// Fetches `first`, then every URL `dispatch` hands out, one after
+    /// another on the calling thread: the fallback of the threads and rayon
+    /// models when not one thread could be started. (The sequential model
+    /// writes this loop out: there, it is the model.)
+    pub fn fetch_in_turn(
         &self,
-        url: &str,
-        budget: std::time::Duration,
         run: &Run,
-    ) -> Result<(u16, Vec<u8>, Option<String>), FetchError> {
+        dispatch: &mut Dispatch<'_>,
+        first: Vec<(usize, String)>,
+    ) {
+        let mut first = first.into_iter();
+        while let Some((index, url)) = first.next().or_else(|| dispatch.next_url(run)) {
+            let outcome =
+                fetch_one_blocking(run, index, &url, |budget| self.attempt(run, &url, budget));
+            dispatch.record(outcome);
+        }
+    }
+
+    /// One attempt within `budget` (connect, headers and body, end to end):
+    /// the final status, the body (capped) and its content type. What a
+    /// blocking model hands to [`fetch_one_blocking`](crate::fetch_one_blocking).
+    pub fn attempt(&self, run: &Run, url: &str, budget: Duration) -> Result<Fetched, FetchError> {
         // A request the cancel interrupted fails with whatever its shut-down
         // socket said (an early EOF, a reset, `NotConnected` for one that
         // had not connected yet): the cancel is the cause, so that is the
@@ -217,7 +180,11 @@ impl BlockingClient {
             .limit(run.options().max_body_bytes())
             .read_to_vec()
             .map_err(map)?;
-        Ok((status, body, content_type))
+        Ok(Fetched {
+            status,
+            body,
+            content_type,
+        })
     }
 }
 
@@ -419,6 +386,24 @@ fn cgroup_pids_left() -> Option<usize> {
         text.trim().parse::<usize>().ok()
     };
     Some(number("pids.max")?.saturating_sub(number("pids.current")?))
+}
+
+/// The requests in flight a blocking model may have: `max_in_flight`,
+/// capped at `cap` (a model's own ceiling, with the reason; `None` for none)
+/// and at the threads the OS lets this process start ([`thread_budget`]:
+/// past some limits a started thread aborts the process). The reason comes
+/// back with the number when it is capped, for [`say_capped`].
+pub fn thread_limit(options: &Options, cap: Option<(usize, &str)>) -> (usize, Option<String>) {
+    let asked = options.max_in_flight();
+    let budget = thread_budget();
+    match cap {
+        Some((cap, why)) if cap < asked && cap <= budget.workers => (cap, Some(why.to_string())),
+        _ if asked <= budget.workers => (asked, None),
+        _ => {
+            let why = format!("{} allows no more threads", budget.limit);
+            (budget.workers.max(1), Some(why))
+        }
+    }
 }
 
 /// Says on stderr that a model runs fewer requests in flight than

@@ -9,34 +9,62 @@
 //! - [`Options`]: limits, timeouts, retries and TLS roots, checked when built.
 //! - [`Outcome`], [`Page`], [`FetchError`] and [`ErrorKind`]: the one record
 //!   every URL ends with, and one error kind per cause.
-//! - [`retry`]: which failures are retried and how long to wait first.
-//! - [`check_url`]: every URL checked and normalised once (WHATWG rules,
-//!   at most [`MAX_URL_BYTES`]), so every model requests the same string.
-//! - [`Run`]: the run's deadline, cancellation and the retry loop;
-//!   [`Dispatch`] hands out URLs as slots free up and keeps the "exactly one
-//!   outcome per URL" invariant.
+//! - [`check_url`] (`input.rs`): every URL checked and normalised once
+//!   (WHATWG rules, at most [`MAX_URL_BYTES`]), so every model requests the
+//!   same string.
+//! - [`Dispatch`] (`dispatch.rs`): hands out URLs as slots free up and keeps
+//!   the "exactly one outcome per URL" invariant.
+//! - [`Run`] (`run.rs`): the run's options, deadline and cancel token, and
+//!   the time budget of the next attempt; [`CancelToken`] (`cancel.rs`).
+//! - [`fetch_one`] and [`fetch_one_blocking`] (`fetch.rs`): the per-URL path
+//!   every model calls: attempts, retries, the panic guard, the race against
+//!   cancel and deadline, the CPU stage (one slot per core) and the outcome.
+//! - [`retry`]: which failures are retried, how long to wait, and the loop.
 //! - [`parse`]: the CPU stage (HTML parsing with `scraper`, plus optional
-//!   extra work).
-//! - [`Summary`]: counts, throughput and latency percentiles.
-//! - [`Model`]: the trait the CLI, the benches and the conformance suite use.
+//!   extra work). A copier puts their own processing of a page here.
+//! - [`Model`]: the trait the CLI, the benches and the conformance suite use;
+//!   [`Cached`] keeps a model's client between runs.
 //! - `blocking` (feature `blocking`): the ureq client the blocking models share.
+//! - `tls` (feature `rustls`): the rustls configuration of the rustls models.
+//!
+//! # The names every model crate uses
+//!
+//! So that `diff` of two model crates shows only the model, the same idea has
+//! the same name in each (a test in `crates/conformance` checks it):
+//!
+//! | name | what |
+//! |---|---|
+//! | `fetch_all` | the model: its scheduling loop over a [`Dispatch`] |
+//! | `build_client` | the client (and runtime) a run shares, from [`Options`] |
+//! | `attempt` | one attempt with that client, returning [`Fetched`] |
+//! | `map_error` | the client's errors into [`ErrorKind`]s |
+//! | `in_flight` | the requests (tasks, jobs) started and not yet reported |
+//! | `exhausted` | the input has no more URLs |
+//! | `max_in_flight` | the limit: [`Options::max_in_flight`], `--concurrency` on the command line |
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
+mod cached;
+mod cancel;
+mod dispatch;
+mod fetch;
 mod input;
 mod model;
 mod options;
 mod outcome;
 pub mod parse;
+pub mod response;
 pub mod retry;
 mod run;
-mod summary;
 #[cfg(feature = "rustls")]
 pub mod tls;
 
+pub use cached::Cached;
+pub use cancel::{CancelToken, OnCancel};
+pub use dispatch::Dispatch;
+pub use fetch::{AsyncRuntime, Fetched, fetch_one, fetch_one_blocking};
 pub use input::{MAX_URL_BYTES, check_url, shown_url};
 pub use model::Model;
 pub use options::{DEFAULT_RETRY_STATUSES, Options, OptionsBuilder, OptionsError};
 pub use outcome::{ErrorKind, FetchError, Outcome, Page};
-pub use run::{Cached, CancelToken, Dispatch, OnCancel, Run};
-pub use summary::{Percentiles, Summary, Tally};
+pub use run::Run;

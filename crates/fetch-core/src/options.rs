@@ -35,6 +35,7 @@ pub struct Options {
     cpu_work: u32,
     user_agent: String,
     extra_roots: Vec<CertificateDer<'static>>,
+    #[cfg(feature = "fault-injection")]
     panic_marker: Option<String>,
 }
 
@@ -56,6 +57,7 @@ impl Default for Options {
             cpu_work: 0,
             user_agent: concat!("fetchlab/", env!("CARGO_PKG_VERSION")).to_string(),
             extra_roots: Vec::new(),
+            #[cfg(feature = "fault-injection")]
             panic_marker: None,
         }
     }
@@ -136,7 +138,11 @@ impl Options {
     /// the record, and async models run it in place rather than paying a hop
     /// to a blocking pool (a cross-thread wake-up per page).
     pub fn has_cpu_stage(&self) -> bool {
-        self.parse || self.cpu_work > 0 || self.panic_marker.is_some()
+        #[cfg(feature = "fault-injection")]
+        if self.panic_marker.is_some() {
+            return true;
+        }
+        self.parse || self.cpu_work > 0
     }
     /// The `User-Agent` header sent with every request.
     pub fn user_agent(&self) -> &str {
@@ -146,8 +152,10 @@ impl Options {
     pub fn extra_roots(&self) -> &[CertificateDer<'static>] {
         &self.extra_roots
     }
-    /// Fault injection for tests: the CPU stage panics on a body containing
-    /// this text. `None` (the default) in any real run.
+    /// Fault injection for tests (feature `fault-injection`, which only the
+    /// conformance suite turns on): the CPU stage panics on a body containing
+    /// this text.
+    #[cfg(feature = "fault-injection")]
     pub fn panic_marker(&self) -> Option<&str> {
         self.panic_marker.as_deref()
     }
@@ -242,7 +250,9 @@ impl OptionsBuilder {
 
     /// Fault injection for tests: makes the CPU stage panic on any body that
     /// contains `marker`, so a test can check that a panic costs one URL, not
-    /// the batch. The conformance suite uses it; nothing else should.
+    /// the batch. Only with feature `fault-injection`, which the conformance
+    /// suite turns on, so that no real run checks a page for it.
+    #[cfg(feature = "fault-injection")]
     pub fn panic_marker(mut self, marker: Option<String>) -> Self {
         self.options.panic_marker = marker.filter(|m| !m.is_empty());
         self

@@ -68,6 +68,7 @@ pub fn cpu_work(units: u32, body: &[u8]) -> u64 {
 /// HTML), then the configured extra work. This is the function async models
 /// send to a blocking pool.
 pub fn page(status: u16, body: &[u8], content_type: Option<&str>, options: &Options) -> Page {
+    #[cfg(feature = "fault-injection")]
     if let Some(marker) = options.panic_marker() {
         let hit = body.windows(marker.len()).any(|w| w == marker.as_bytes());
         assert!(!hit, "injected panic: body contains {marker:?}");
@@ -119,6 +120,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "fault-injection")]
     fn panic_marker_panics_only_on_a_match() {
         let opts = Options::builder()
             .panic_marker(Some("<title>Page 3</title>".into()))

@@ -1,10 +1,14 @@
-//! The retry policy, as pure functions: which failures are worth another
-//! attempt, and how long to wait first. Models only do the waiting, each with
-//! its own clock (a thread sleep, `tokio::time::sleep`, `smol::Timer`).
+//! Retries: the policy, as pure functions (which failures are worth another
+//! attempt, and how long to wait first), and beside it the loop that applies
+//! it, once for blocking clients and once for async ones. Models only supply
+//! the waiting, each with its own clock (a thread sleep, `tokio::time::sleep`,
+//! `smol::Timer`).
 
-use std::time::Duration;
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
 
-use crate::{ErrorKind, FetchError, Options};
+use crate::{ErrorKind, FetchError, Options, Run};
 
 /// Whether a failure is worth another attempt.
 ///
@@ -72,9 +76,84 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// After attempt number `attempts` ended in `result`: either the final
+/// result, or the delay before the next attempt.
+fn next_step<T>(
+    run: &Run,
+    attempts: u32,
+    result: Result<T, FetchError>,
+) -> ControlFlow<Result<T, FetchError>, Duration> {
+    let error = match result {
+        Ok(v) => return ControlFlow::Break(Ok(v)),
+        Err(e) => run.explain(e),
+    };
+    let Some(delay) = retry_delay(run.options(), attempts, &error, fastrand::f64()) else {
+        return ControlFlow::Break(Err(error));
+    };
+    // A retry that could only start after the deadline is not worth the
+    // wait: end the URL now, saying what it last failed with.
+    if run.deadline().is_some_and(|d| Instant::now() + delay >= d) {
+        return ControlFlow::Break(Err(FetchError::new(
+            ErrorKind::Deadline,
+            format!("global deadline passes before the next retry (last error: {error})"),
+        )));
+    }
+    ControlFlow::Continue(delay)
+}
+
+/// The retry loop for blocking clients. `attempt` gets the time budget of
+/// one attempt; backoff sleeps wake early on cancel. Returns the final
+/// result; `attempt` counts its own calls, so that the count survives a
+/// panic.
+pub fn with_retries_blocking<T>(
+    run: &Run,
+    mut attempt: impl FnMut(Duration) -> Result<T, FetchError>,
+) -> Result<T, FetchError> {
+    let mut attempts = 0;
+    loop {
+        let budget = run.attempt_timeout()?;
+        attempts += 1;
+        match next_step(run, attempts, attempt(budget)) {
+            ControlFlow::Break(result) => return result,
+            ControlFlow::Continue(delay) => {
+                if run.cancel_token().wait_timeout(delay) {
+                    return Err(FetchError::new(ErrorKind::Cancelled, "run cancelled"));
+                }
+            }
+        }
+    }
+}
+
+/// The retry loop for async clients, runtime-agnostic: `attempt` gets the
+/// time budget of one attempt; `sleep` is the runtime's sleep, never a
+/// thread sleep. Cancellation and the deadline are the caller's race around
+/// the whole URL, so this loop does not watch them while it sleeps.
+pub async fn with_retries<T, A, AF, S, SF>(
+    run: &Run,
+    mut attempt: A,
+    mut sleep: S,
+) -> Result<T, FetchError>
+where
+    A: FnMut(Duration) -> AF,
+    AF: Future<Output = Result<T, FetchError>>,
+    S: FnMut(Duration) -> SF,
+    SF: Future<Output = ()>,
+{
+    let mut attempts = 0;
+    loop {
+        let budget = run.attempt_timeout()?;
+        attempts += 1;
+        match next_step(run, attempts, attempt(budget).await) {
+            ControlFlow::Break(result) => return result,
+            ControlFlow::Continue(delay) => sleep(delay).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CancelToken;
 
     fn opts() -> Options {
         Options::builder()
@@ -155,5 +234,46 @@ mod tests {
         assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn retries_stop_at_the_limit_and_count_attempts() {
+        let opts = Options::builder()
+            .retries(2)
+            .backoff(Duration::from_millis(1), Duration::from_millis(1))
+            .build()
+            .unwrap();
+        let cancel = CancelToken::new();
+        let run = Run::new(&opts, &cancel);
+        let mut calls = 0;
+        let result = with_retries_blocking(&run, |_| -> Result<(), _> {
+            calls += 1;
+            Err(FetchError::http_status(503, None))
+        });
+        assert_eq!(calls, 3);
+        assert_eq!(result.unwrap_err().status(), Some(503));
+
+        let mut calls = 0;
+        let result = with_retries_blocking(&run, |_| {
+            calls += 1;
+            if calls == 1 {
+                Err(FetchError::new(ErrorKind::Timeout, "t"))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!((calls, result), (2, Ok(2)));
+    }
+
+    #[test]
+    fn cancelled_run_starts_no_attempt() {
+        let opts = Options::default();
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        let run = Run::new(&opts, &cancel);
+        let result = with_retries_blocking(&run, |_| -> Result<(), _> {
+            panic!("no attempt may start after cancel")
+        });
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Cancelled);
     }
 }

@@ -3,13 +3,13 @@
 //!
 //! ```text
 //! cargo build --release -p fetch-rayon --example load-rayon
-//! /usr/bin/time -v target/release/examples/load-rayon --urls 30000 --in-flight 100
+//! /usr/bin/time -v target/release/examples/load-rayon --urls 30000 --concurrency 100
 //! perf stat -e task-clock,context-switches,cpu-migrations target/release/examples/load-rayon
 //! ```
 //!
 //! With `--par-iter` it runs the same URLs the way this crate does not:
 //! collected up front into `urls.par_iter()` on a pool of the same size, to
-//! compare against one task per URL (try `--latency-ms 10 --in-flight 20`,
+//! compare against one task per URL (try `--latency-ms 10 --concurrency 20`,
 //! and `--sigma 1` for log-normal latencies with that median).
 //!
 //! The mock server runs in this process, on its own 2-thread tokio runtime,
@@ -25,21 +25,22 @@ use std::error::Error;
 use std::time::{Duration, Instant};
 
 use fetch_core::blocking::BlockingClient;
-use fetch_core::{CancelToken, Model, Options, Outcome, Run};
+use fetch_core::{CancelToken, Model, Options, Outcome, Run, fetch_one_blocking};
 use mock_server::{Latency, MockConfig, MockServer};
 use rayon::prelude::*;
 
-const USAGE: &str = "usage: load-rayon [--urls N] [--in-flight C] [--latency-ms MS] [--parse] [--par-iter] [--sigma S]";
+const USAGE: &str = "usage: load-rayon [--urls N] [--concurrency C] [--latency-ms MS] [--parse] [--par-iter] [--sigma S]";
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let (mut urls, mut in_flight, mut latency_ms, mut parse) = (30_000u64, 100usize, 0u64, false);
+    let (mut urls, mut max_in_flight, mut latency_ms, mut parse) =
+        (30_000u64, 100usize, 0u64, false);
     let (mut par_iter, mut sigma) = (false, 0.0f64);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
         match flag.as_str() {
             "--urls" => urls = value()?.parse()?,
-            "--in-flight" => in_flight = value()?.parse()?,
+            "--concurrency" => max_in_flight = value()?.parse()?,
             "--latency-ms" => latency_ms = value()?.parse()?,
             "--parse" => parse = true,
             "--par-iter" => par_iter = true,
@@ -61,7 +62,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         ..MockConfig::default()
     })?;
     let options = Options::builder()
-        .max_in_flight(in_flight)
+        .max_in_flight(max_in_flight)
         .parse(parse)
         .build()?;
     let model = fetch_rayon::Rayon::new();
@@ -71,7 +72,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
 
     // Warm-up (not timed): builds the pool and the agent, fills its idle pool.
-    let warm = server.page_urls(in_flight as u64 * 4);
+    let warm = server.page_urls(max_in_flight as u64 * 4);
     model.run(&warm, &options, &mut |_| {}, &cancel);
     // An empty run costs what the model pays per run besides the requests:
     // here, nothing much, since the pool is kept between runs.
@@ -94,7 +95,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let secs = wall.as_secs_f64();
     println!(
         "{}: {read} URLs in {secs:.2} s = {:.0} pages/s ({ok} ok, {failed} failed; \
-         C={in_flight}, {latency_ms} ms latency, parse {})",
+         C={max_in_flight}, {latency_ms} ms latency, parse {})",
         model.name(),
         ok as f64 / secs,
         if parse { "on" } else { "off" },
@@ -164,7 +165,9 @@ fn compare_par_iter(
         pool.install(|| {
             list.par_iter()
                 .enumerate()
-                .map(|(index, url)| client.fetch(&run, index, url))
+                .map(|(index, url)| {
+                    fetch_one_blocking(&run, index, url, |budget| client.attempt(&run, url, budget))
+                })
                 .collect::<Vec<_>>()
         })
     };

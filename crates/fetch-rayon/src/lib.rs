@@ -3,16 +3,22 @@
 //!
 //! # How it works
 //!
-//! `fetch_all` hands one URL at a time to a `rayon::ThreadPool` with
-//! `pool.spawn`. The task blocks its pool thread inside ureq's `call()` and
-//! body read: the waiting happens in the kernel (`connect`, `recv`), one
-//! sleeping thread per request in flight, exactly as in the threads model.
+//! `fetch_all` hands one URL at a time to a `rayon::ThreadPool`, as a task
+//! spawned into a scope (`pool.in_place_scope`) that the calling thread runs
+//! and that ends only once every task has: the tasks borrow the client and
+//! the run, as the threads model's scoped threads do. The task blocks its
+//! pool thread inside ureq's `call()` and body read: the waiting happens in
+//! the kernel (`connect`, `recv`), one sleeping thread per request in
+//! flight, exactly as in the threads model.
 //! The kernel wakes the thread when its response lands; rayon only picks
 //! which idle thread runs the next task. The calling thread is the
 //! dispatcher: it pulls the next URL only while fewer than C tasks are out,
 //! and otherwise sleeps on the outcome channel. What caps the requests in
 //! flight is that count (the permit is taken before spawning); the pool's
 //! size only has to match it, or tasks would queue inside rayon instead.
+//! What happens to one URL (retries, the CPU stage, the outcome) is
+//! `fetch_core::fetch_one_blocking`, the same for the three blocking models;
+//! fetch-core's `fetch.rs` explains it.
 //!
 //! A rayon pool cannot grow once built, so its size is chosen before the
 //! first task: `fetch_all` reads the first C URLs (it would read them anyway
@@ -104,7 +110,7 @@
 //! better tool. Where rayon belongs in a fetch pipeline is the CPU stage:
 //! parsing pages on a pool sized to the cores, fed by whatever does the
 //! waiting, while the fetching itself stays off it. (Here the CPU stage runs
-//! inside `fetch`, on whichever of the C threads fetched the page, and the
+//! inside `fetch_one_blocking`, on whichever of the C threads fetched the page, and the
 //! kernel time-slices C threads over the cores.) Measured on the 2-core
 //! reference VM (docs/results/2026-11-24-2-core-AMD-EPYC): 98% of wrk's rate at
 //! 10 ms and 32 in flight, 61% at 100 (threads: 71%, the async models: 95-97%),
@@ -114,13 +120,17 @@
 //! # Copying this crate
 //!
 //! Copy `src/lib.rs` and depend on `fetch-core` (features = ["blocking"]) and
-//! `rayon`, or replace `BlockingClient::fetch` with your own blocking call. If
-//! you copy it, keep the pool dedicated, sized to the requests in flight and
+//! `rayon`, or put your own blocking call where `client.attempt` is. If you
+//! copy it, keep the pool dedicated, sized to the requests in flight and
 //! capped (measure the cap on your machine), keep the timeouts (ureq sets
 //! none by default, and a server that never answers would hold a pool thread
 //! forever), keep the shutdown on cancel (or a Ctrl-C waits for every
-//! request in flight), and keep the panic catching inside `fetch`: a panic
-//! that escapes a `pool.spawn` task aborts the process (see `fetch_all`).
+//! request in flight), and keep `fetch_one_blocking` (or its panic
+//! catching): a task that panicked would never send its outcome, and the
+//! dispatcher would wait for it forever (see `fetch_all`). Your own
+//! processing of a page replaces fetch-core's CPU stage,
+//! `fetch_core::parse::page`, which `fetch_one_blocking` runs on the pool
+//! thread that fetched the page.
 //!
 //! # Tests and benchmark
 //!
@@ -128,15 +138,15 @@
 //! `tests/more_slots_than_urls.rs` (the pool sized to the input);
 //! `cargo bench -- rayon` runs its benchmark rows. The measurements above:
 //! `cargo run --release -p fetch-rayon --example load-rayon` (the cap table:
-//! `-- --urls 20000 --in-flight C`, built without the cap; add
-//! `-- --par-iter --latency-ms 10 --in-flight 20 --urls 2000 --sigma 2` for
+//! `-- --urls 20000 --concurrency C`, built without the cap; add
+//! `-- --par-iter --latency-ms 10 --concurrency 20 --urls 2000 --sigma 2` for
 //! the batching comparison; see the README).
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use fetch_core::blocking::{BlockingClient, say_capped, thread_budget};
-use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run};
+use fetch_core::blocking::{BlockingClient, say_capped, thread_limit};
+use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, fetch_one_blocking};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 /// The most threads a pool gets, whatever `max_in_flight` asks: past this,
@@ -158,109 +168,88 @@ pub fn fetch_all(
     on_outcome: &mut dyn FnMut(Outcome),
     cancel: &CancelToken,
 ) -> usize {
-    // `pool.spawn` takes `'static` tasks (the pool outlives this call), so a
-    // task cannot borrow from this frame as a scoped thread can: it owns
-    // `Arc`s to the run and the client, one reference count per task.
-    let run = Arc::new(Run::new(options, cancel));
+    let run = Run::new(options, cancel);
     // The pool's threads spend their time blocked in socket reads, where the
     // cancel token cannot reach them: while this guard lives, a cancel shuts
-    // the agent's sockets down, so each read fails at once and its URL is
-    // recorded `cancelled`.
+    // the agent's sockets down, so each read fails at once, the URL is
+    // recorded `cancelled`, and the scope below ends promptly.
     let _interrupt = client.shut_down_on_cancel(&run);
-    let client = Arc::new(client.clone());
     let mut dispatch = Dispatch::new(urls, on_outcome);
     let (done_tx, done_rx) = mpsc::channel::<Outcome>();
-
-    // A rayon pool cannot grow, so it is sized before the first task: to the
-    // URLs there are to fetch, not to `max_in_flight`. The first slots' URLs
-    // are read here (they would be read anyway to fill the slots), and the
-    // pool gets that many threads: 50 URLs at C = 100,000 get 50.
-    let (limit, capped_by) = limit(options);
-    let mut first = Vec::new();
-    while first.len() < limit {
-        match dispatch.next_url(&run) {
-            Some(job) => first.push(job),
-            None => break,
-        }
-    }
-    let mut input_left = first.len() == limit;
-    if let (true, Some(why)) = (input_left, &capped_by) {
-        say_capped("rayon", options.max_in_flight(), limit, why);
+    // Never more threads than the OS can start, nor than the pool's cap.
+    let cap = (
+        MAX_POOL_THREADS,
+        "the pool is capped at 512 threads (see fetch-rayon)",
+    );
+    let (max_in_flight, capped_by) = thread_limit(options, Some(cap));
+    // A rayon pool cannot grow, so the first batch decides its size: one
+    // thread per URL in flight, so 50 URLs at a limit of 100,000 get 50.
+    let first = dispatch.next_urls(&run, max_in_flight);
+    let mut exhausted = first.len() < max_in_flight;
+    if let (false, Some(why)) = (exhausted, capped_by) {
+        say_capped("rayon", options.max_in_flight(), max_in_flight, &why);
     }
     if first.is_empty() {
         return dispatch.finish(&run);
     }
     let Some(pool) = pool.at_least(first.len()) else {
         // Not one thread: the calling thread fetches alone.
-        for (index, url) in first {
-            dispatch.record(client.fetch(&run, index, &url));
-        }
-        client.fetch_in_turn(&run, &mut dispatch);
+        client.fetch_in_turn(&run, &mut dispatch, first);
         return dispatch.finish(&run);
     };
-    // A permit is a free pool thread. A task spawned with no thread free
-    // would wait in rayon's queue, its URL read but not in flight. (Only the
-    // URLs read above can end up there, if the OS refused some threads.)
-    let slots = limit.min(pool.current_num_threads());
-    if slots < first.len() {
+    // A slot is a free pool thread. A task spawned with no thread free would
+    // wait in rayon's queue, its URL read but not in flight. (Only the URLs
+    // read above can end up there, if the OS refused some threads.)
+    let max_in_flight = max_in_flight.min(pool.current_num_threads());
+    if max_in_flight < first.len() {
         let why = "the OS refused some of the pool's threads";
-        say_capped("rayon", options.max_in_flight(), slots, why);
+        say_capped("rayon", options.max_in_flight(), max_in_flight, why);
     }
-    let spawn = |(index, url): (usize, String)| {
-        let (client, run, done) = (client.clone(), run.clone(), done_tx.clone());
-        // A panic escaping this task would abort the process: that is
-        // rayon's default for `spawn`, since nobody is left to receive it.
-        // None can: `fetch` catches panics from ureq and the CPU stage, and
-        // `send` reports a closed channel as a value. A `panic_handler` on
-        // the pool is no better here: the URL's outcome would be lost and
-        // the dispatcher would wait for it forever.
-        pool.spawn(move || {
-            // Fails only if `fetch_all` already returned (the caller's
-            // `on_outcome` panicked): nobody to tell.
-            let _ = done.send(client.fetch(&run, index, &url));
-        });
-    };
-    first.into_iter().for_each(spawn);
 
-    loop {
-        // Take a slot before reading a URL: the input is pulled only as
-        // tasks finish, so memory follows C, not the input's length.
-        while input_left && dispatch.in_flight() < slots {
-            match dispatch.next_url(&run) {
-                Some(job) => spawn(job),
-                None => input_left = false,
+    // A scope's tasks borrow the client, the run and the channel, and all
+    // end before `in_place_scope` returns: no `Arc`, as with scoped
+    // threads. The closure runs on this thread; only the tasks go to the
+    // pool.
+    pool.in_place_scope(|scope| {
+        let start = |(index, url): (usize, String)| {
+            let (run, done) = (&run, done_tx.clone());
+            // A panic in a task would reach the caller only when the scope
+            // ends, and its URL's outcome would never come, so the
+            // dispatcher would wait for it forever. None can:
+            // `fetch_one_blocking` catches panics from ureq and the CPU
+            // stage.
+            scope.spawn(move |_| {
+                let outcome = fetch_one_blocking(run, index, &url, |budget| {
+                    client.attempt(run, &url, budget)
+                });
+                // Cannot fail: the outcome channel outlives the scope.
+                let _ = done.send(outcome);
+            });
+        };
+        first.into_iter().for_each(&start);
+        loop {
+            // Take a slot before reading a URL: the input is pulled only as
+            // tasks finish, so memory follows C, not the input's length.
+            while !exhausted && dispatch.in_flight() < max_in_flight {
+                let Some(job) = dispatch.next_url(&run) else {
+                    exhausted = true;
+                    break;
+                };
+                start(job);
+            }
+            if dispatch.in_flight() == 0 {
+                break;
+            }
+            // Every in-flight request ends by its timeout, the deadline or a
+            // cancel's shutdown, so this wait is bounded. It cannot fail:
+            // `done_tx` lives here.
+            match done_rx.recv() {
+                Ok(outcome) => dispatch.record(outcome),
+                Err(_) => break,
             }
         }
-        if dispatch.in_flight() == 0 {
-            break;
-        }
-        // Every in-flight request ends by its timeout, the deadline or a
-        // cancel's shutdown, so this wait is bounded. It cannot fail:
-        // `done_tx` lives here.
-        match done_rx.recv() {
-            Ok(outcome) => dispatch.record(outcome),
-            Err(_) => break,
-        }
-    }
+    });
     dispatch.finish(&run)
-}
-
-/// The requests in flight a run may have: `max_in_flight`, capped at
-/// [`MAX_POOL_THREADS`] and at the threads the OS lets this process start
-/// (`thread_budget`: past some limits a started thread aborts the process);
-/// with the reason when it is capped.
-fn limit(options: &Options) -> (usize, Option<String>) {
-    let asked = options.max_in_flight();
-    let budget = thread_budget();
-    if asked <= MAX_POOL_THREADS.min(budget.workers) {
-        (asked, None)
-    } else if MAX_POOL_THREADS <= budget.workers {
-        let why = format!("the pool is capped at {MAX_POOL_THREADS} threads (see fetch-rayon)");
-        (MAX_POOL_THREADS, Some(why))
-    } else {
-        let why = format!("{} allows no more threads", budget.limit);
-        (budget.workers.max(1), Some(why))
-    }
 }
 
 /// The model's rayon pool, kept between runs and replaced only when a run
@@ -344,7 +333,8 @@ impl Model for Rayon {
     /// OS lets this process start: what the conformance suite checks the
     /// server's maximum in flight against.
     fn concurrency(&self, options: &Options) -> usize {
-        limit(options).0
+        let cap = (MAX_POOL_THREADS, "");
+        thread_limit(options, Some(cap)).0
     }
 
     fn run_iter(

@@ -7,7 +7,10 @@
 //! kernel (`connect`, `recv`), with the thread asleep. Nobody schedules
 //! anything; the limit in flight is 1 by construction, whatever
 //! `max_in_flight` says, because the next request starts only when the
-//! previous one has finished. Wall time is the sum of every latency.
+//! previous one has finished. Wall time is the sum of every latency. What
+//! happens to one URL (retries, the CPU stage, the outcome) is
+//! `fetch_core::fetch_one_blocking`, the same for the three blocking models;
+//! fetch-core's `fetch.rs` explains it.
 //!
 //! One [`BlockingClient`] (a ureq `Agent`) is shared by every request so the
 //! keep-alive connection to each host is reused: without it, every page would
@@ -41,10 +44,12 @@
 //! # Copying this crate
 //!
 //! Copy `src/lib.rs` and depend on `fetch-core` (features = ["blocking"]), or
-//! replace `BlockingClient::fetch` with your own ureq call. If you copy it,
-//! keep the timeouts: ureq sets none by default, and one server that never
-//! answers would stop the whole loop. Keep the shutdown on cancel too, or a
-//! Ctrl-C waits for the request in flight.
+//! put your own ureq call where `client.attempt` is. If you copy it, keep the
+//! timeouts: ureq sets none by default, and one server that never answers
+//! would stop the whole loop. Keep the shutdown on cancel too, or a Ctrl-C
+//! waits for the request in flight. Your own processing of a page replaces
+//! fetch-core's CPU stage, `fetch_core::parse::page`, which
+//! `fetch_one_blocking` runs on the calling thread once the page is in.
 //!
 //! # Tests and benchmark
 //!
@@ -52,7 +57,7 @@
 //! other models pass). `cargo bench -- sequential` runs its benchmark rows.
 
 use fetch_core::blocking::BlockingClient;
-use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run};
+use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, fetch_one_blocking};
 
 /// Fetches `urls` one after another, handing each outcome to `on_outcome` as
 /// it finishes. Returns the number of URLs read (one outcome each).
@@ -69,12 +74,15 @@ pub fn fetch_all(
     // the agent's sockets down, so the read fails at once.
     let _interrupt = client.shut_down_on_cancel(&run);
     let mut dispatch = Dispatch::new(urls, on_outcome);
-    // The whole model: take the next URL, fetch it, record it, repeat. The
-    // loop is `fetch_in_turn` in fetch-core, shared with the threads and
-    // rayon models' fallback. `next_url` checks the cancel token and the
+    // The whole model: take the next URL, fetch it, record it, repeat, until
+    // the input is exhausted. `next_url` checks the cancel token and the
     // deadline before handing out each URL, so after a cancel the rest of
     // the input is reported `cancelled` without a request.
-    client.fetch_in_turn(&run, &mut dispatch);
+    while let Some((index, url)) = dispatch.next_url(&run) {
+        dispatch.record(fetch_one_blocking(&run, index, &url, |budget| {
+            client.attempt(&run, &url, budget)
+        }));
+    }
     dispatch.finish(&run)
 }
 

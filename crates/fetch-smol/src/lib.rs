@@ -20,14 +20,17 @@
 //! channel and sends its outcome back. The caller's loop pulls a URL from
 //! `Dispatch` only while fewer than `max_in_flight` are unfinished, so memory
 //! follows the limit, not the input; and as each worker owns one connection,
-//! at most `max_in_flight` are open.
+//! at most `max_in_flight` are open. Each job is fetch-core's per-URL path
+//! (`fetch_core::fetch_one`, in fetch-core's `fetch.rs`: retries, the race of
+//! each attempt against its budget and of the URL against cancel and the
+//! deadline, the panic guard) on smol's timer, with one `attempt` on the
+//! worker's connection per try.
 //!
 //! smol has no HTTP client. What tokio users get from reqwest, `client.rs`
 //! builds on hyper 1's bare `client::conn`: the pool is one connection per
 //! worker (handed on to the next run's workers); redirects are followed by
-//! hand; TLS is futures-rustls; and every time limit is a race with
-//! `smol::Timer`: the connect timeout, the attempt's budget, and here the
-//! run's deadline and cancel token, which race every URL.
+//! hand; TLS is futures-rustls; and the connect timeout is a race with
+//! `smol::Timer`.
 //!
 //! async-std is discontinued and its authors point to smol: this crate is
 //! where fetch-async-std migrates to.
@@ -47,12 +50,16 @@
 //!
 //! # Copying this crate
 //!
-//! Copy `src/lib.rs`, `src/client.rs` and the dependencies in Cargo.toml;
-//! fetch-core supplies the options, retry policy, parse stage and `Dispatch`
-//! (depend on it, or replace them with yours). Keep every race in
-//! `client.rs`: hyper and async-io time out nothing by themselves, and one
-//! server that never answers would hold a worker forever. For HTTP/2, proxies
-//! or compressed bodies, put a full client in place of `client.rs`.
+//! Copy `src/lib.rs`, `src/client.rs` and the dependencies in Cargo.toml, and
+//! depend on fetch-core (or copy its `fetch.rs` and what it uses). From your
+//! own smol code, call `fetch_all(&client, ..).await` with a client built
+//! once, `Arc::new(build_client(&options))`. Your own processing of a page
+//! goes where fetch-core's CPU stage is, `fetch_core::parse::page`, which
+//! `fetch_one` runs on `smol::unblock`'s pool. Keep the connect timeout in
+//! `client.rs` and the per-attempt timeout (`fetch_one` races each attempt
+//! against it): hyper and async-io time out nothing by themselves, and one
+//! server that never answers would hold a worker forever. For HTTP/2,
+//! proxies or compressed bodies, put a full client in place of `client.rs`.
 //!
 //! # Tests and benchmark
 //!
@@ -61,59 +68,24 @@
 
 mod client;
 
-use std::panic::{self, AssertUnwindSafe};
+use std::error::Error;
+use std::future::Future;
+use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::Duration;
 
-use fetch_core::{
-    Cached, CancelToken, Dispatch, ErrorKind, FetchError, Model, Options, Outcome, Page, Run, parse,
-};
-use smol::channel::{Receiver, Sender, bounded, unbounded};
-use smol::future::FutureExt as _;
-use smol::lock::Semaphore;
-use smol::{Executor, Task, Timer};
+use fetch_core::response::{CappedBody, check_status};
+use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
+use fetch_core::{Model, Options, Outcome, Run, fetch_one};
+use futures_rustls::{TlsConnector, rustls};
+use http_body_util::BodyExt as _;
+use hyper::body::Body as _;
+use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
+use smol::channel::{Sender, bounded, unbounded};
+use smol::lock::Mutex;
+use smol::{Executor, Timer};
 
-use crate::client::{Http, Slot};
-
-/// The executor, its threads, and what every request shares (TLS roots, idle
-/// connections, CPU permits), built once per options. Dropping it stops the
-/// threads.
-pub struct Client {
-    executor: Arc<Executor<'static>>,
-    http: Http,
-    cpu: Semaphore,
-    // Each executor thread runs until this sender is dropped with the client.
-    _stop: Sender<()>,
-}
-
-impl Client {
-    pub fn new(options: &Options) -> Self {
-        let executor = Arc::new(Executor::new());
-        let (stop, stopped) = bounded::<()>(1);
-        // One core is the caller's while `fetch_all` runs (see its comment).
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        for n in 1..cores {
-            let (executor, stopped) = (Arc::clone(&executor), stopped.clone());
-            // `block_on` also drives the reactor whenever the executor is idle.
-            let spawned = std::thread::Builder::new()
-                .name(format!("fetch-smol-{n}"))
-                .spawn(move || smol::block_on(executor.run(stopped.recv())));
-            // Out of threads: run with the ones we have. The calling thread
-            // drives the executor too while `fetch_all` runs, so fewer threads
-            // make the run slower, never stuck.
-            if spawned.is_err() {
-                break;
-            }
-        }
-        Client {
-            http: Http::new(options, Arc::clone(&executor)),
-            cpu: Semaphore::new(cores),
-            executor,
-            _stop: stop,
-        }
-    }
-}
+use crate::client::{Conn, Slot};
 
 /// Fetches every URL from `urls` with at most `options.max_in_flight()` in
 /// flight, handing each outcome to `on_outcome` as it finishes. Returns the
@@ -133,13 +105,14 @@ pub async fn fetch_all(
     // the loop below keeps no more URLs than that unfinished. A bounded
     // channel would allocate all its slots up front, which at a limit of
     // 100,000 is memory for a run that may have ten URLs.
-    let (jobs, job_queue) = unbounded();
+    let (jobs, job_queue) = unbounded::<(usize, String)>();
     let (done, outcomes) = unbounded();
     // What a new worker is given. Dropped once the input is exhausted, so
     // that only workers hold these ends: if every worker were gone, `recv`
     // would fail rather than wait forever.
     let mut for_workers = Some((job_queue, done));
-    let mut workers: Vec<Task<()>> = Vec::new();
+    let mut workers = Vec::new();
+    let executor = &client.executor;
     // The awaiting thread runs tasks too while it waits, rather than sleeping
     // until the next outcome: one thread fewer to wake per request, and
     // progress even where the client started no threads (one core).
@@ -147,155 +120,169 @@ pub async fn fetch_all(
         let mut exhausted = false;
         loop {
             while !exhausted && dispatch.in_flight() < max_in_flight {
-                let Some(job) = dispatch.next_url(&run) else {
+                let Some((index, url)) = dispatch.next_url(&run) else {
                     exhausted = true;
+                    // Workers finish the jobs queued, find the queue closed
+                    // and exit, dropping their senders.
+                    jobs.close();
+                    for_workers = None;
                     break;
                 };
                 // A worker per unfinished URL, spawned when the first URL
                 // needs it: every worker is busy whenever this is true.
-                if let Some((job_queue, done)) = &for_workers
-                    && workers.len() < dispatch.in_flight()
+                if workers.len() < dispatch.in_flight()
+                    && let Some((job_queue, done)) = for_workers.clone()
                 {
-                    let work = worker(
-                        Arc::clone(&run),
-                        Arc::clone(client),
-                        job_queue.clone(),
-                        done.clone(),
-                    );
-                    workers.push(client.executor.spawn(work));
+                    let (run, client) = (Arc::clone(&run), client.clone());
+                    // Fetches one job after another on its own connection
+                    // until the queue closes, then leaves the connection for
+                    // the next run.
+                    let work = async move {
+                        let slot = client.slot().await;
+                        while let Ok((index, url)) = job_queue.recv().await {
+                            let outcome = fetch_one(&run, &Runtime, index, &url, |_budget| {
+                                attempt(&client, &slot, &url)
+                            })
+                            .await;
+                            // Fails only if `fetch_all` was dropped, which
+                            // cancels this task anyway.
+                            let _ = done.try_send(outcome);
+                        }
+                        client.keep_idle(slot).await;
+                    };
+                    workers.push(executor.spawn(work));
                 }
-                // Fails only when no worker is left; `finish` reports the URL.
-                exhausted = jobs.send(job).await.is_err();
+                // Unbounded, and open: `for_workers` holds a receiver.
+                let _ = jobs.try_send((index, url));
             }
-            if exhausted {
-                // Workers finish the job in hand, find the queue closed and
-                // exit, dropping their senders.
-                jobs.close();
-                for_workers = None;
-            }
-            if dispatch.in_flight() == 0 {
-                break;
-            }
+            // An error once every worker has exited, which they do only
+            // when the input is exhausted and their outcomes are sent, each
+            // leaving its connection for the next run.
             match outcomes.recv().await {
                 Ok(outcome) => dispatch.record(outcome),
                 Err(_) => break,
             }
         }
-        jobs.close();
-        // Every URL is reported, so the workers are idle and exit at once.
-        // Waiting for them lets each hand its connection to the next run.
-        for task in workers {
-            task.await;
-        }
     };
-    client.executor.run(driver).await;
+    executor.run(driver).await;
     dispatch.finish(&run)
 }
 
-/// Fetches one job after another on its own connection until the queue
-/// closes. Every job gets exactly one outcome, whatever happens to it.
-async fn worker(
-    run: Arc<Run>,
-    client: Arc<Client>,
-    jobs: Receiver<(usize, String)>,
-    done: Sender<Outcome>,
-) {
-    let (http, cpu) = (&client.http, &client.cpu);
-    let slot = Slot::new(http.idle_conn());
-    while let Ok((index, url)) = jobs.recv().await {
-        let started = Instant::now();
-        let attempts = AtomicU32::new(0);
-        // A panic in hyper, rustls or the CPU stage costs this URL, not the
-        // worker (nor the URLs it would fetch next). AssertUnwindSafe: what
-        // the panic interrupts is dropped with the future, and a connection
-        // left mid-response is never reused (see client.rs).
-        let guarded = async {
-            AssertUnwindSafe(fetch_one(&run, http, &slot, cpu, &attempts, &url))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Err(FetchError::from_panic(panic.as_ref())))
-        };
-        // The deadline or a cancel ends the URL wherever it is: in connect, a
-        // body read, a backoff sleep or the parse. Dropping the losing future
-        // closes its connection.
-        let result = guarded.or(async { Err(stopped(&run).await) }).await;
-        let attempts = attempts.load(Ordering::Relaxed);
-        let outcome = run.outcome(index, &url, attempts, started, result);
-        if done.send(outcome).await.is_err() {
+/// smol's side of fetch-core's per-URL path.
+struct Runtime;
+
+impl AsyncRuntime for Runtime {
+    async fn sleep(&self, duration: Duration) {
+        Timer::after(duration).await;
+    }
+
+    /// `unblock`'s pool is sized for blocking I/O: it grows to hundreds of
+    /// threads when hundreds of jobs queue, and hundreds of parsing threads
+    /// would starve the executor threads (the OS shares the cores among all
+    /// of them). fetch-core hands it at most one page per core.
+    fn offload<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = Result<T, FetchError>> + Send {
+        let job = smol::unblock(work);
+        async move { Ok(job.await) }
+    }
+}
+
+/// One attempt on the worker's connection: the request and its redirects
+/// (`client.rs`), then the status and the body, frame by frame up to the cap.
+async fn attempt(client: &Client, slot: &Slot, url: &str) -> Result<Fetched, FetchError> {
+    let mut response = client.get(slot, url).await?;
+    let status = u16::from(response.status());
+    let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+    check_status(status, header(RETRY_AFTER))?;
+    let content_type = header(CONTENT_TYPE).map(str::to_string);
+    let cap = client.options.max_body_bytes();
+    let mut body = CappedBody::new(cap, response.size_hint().exact())?;
+    while let Some(frame) = response.frame().await.transpose().map_err(map_error)? {
+        // A frame is data or trailers, which are no part of the body.
+        let chunk = frame.into_data().unwrap_or_default();
+        body.push(&chunk)?;
+    }
+    let body = body.finish()?;
+    Ok(Fetched {
+        status,
+        body,
+        content_type,
+    })
+}
+
+/// hyper's and the socket's errors, mapped into fetch-core's kinds. Timeouts
+/// never get here (they are races: fetch-core's and the connect timeout), so
+/// the error's type decides: an `io::Error` comes from connecting (refused,
+/// unreachable, DNS), a `hyper::Error` from the exchange after it (reset,
+/// closed early, malformed), unless rustls is in the chain of causes: `tls`.
+fn map_error(err: impl Error + 'static) -> FetchError {
+    let err: &(dyn Error + 'static) = &err;
+    // rustls's handshake errors (an untrusted certificate) come wrapped in
+    // io::Errors, whose `source()` skips the error they wrap: step into them.
+    let causes: Vec<_> =
+        std::iter::successors(Some(err), |&e| match e.downcast_ref::<io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn Error + 'static)),
+            None => e.source(),
+        })
+        .collect();
+    let kind = if causes.iter().any(|e| e.is::<rustls::Error>()) {
+        ErrorKind::Tls
+    } else if err.is::<io::Error>() {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Protocol
+    };
+    // hyper's own message is often only "connection error": add the root cause.
+    let root = causes[1..].last().map(|e| format!(": {e}"));
+    FetchError::new(kind, format!("{err}{}", root.unwrap_or_default()))
+}
+
+/// What every request shares: the executor that runs the workers and drives
+/// the connections, the TLS configuration (loading the platform's roots reads
+/// files; done once per options), and the connections idle between runs.
+/// Its methods, the HTTP plumbing, are in `client.rs`.
+pub struct Client {
+    executor: Arc<Executor<'static>>,
+    /// An error (no root at all, say) fails each https URL with `tls`.
+    tls: Result<TlsConnector, FetchError>,
+    idle: Mutex<Vec<Conn>>,
+    options: Options,
+    // Each executor thread runs until this sender is dropped with the client.
+    _stop: Sender<()>,
+}
+
+/// The client a run shares, on an executor run by threads of our own. Built
+/// once per options and kept: dropping it stops the threads.
+pub fn build_client(options: &Options) -> Client {
+    let tls = fetch_core::tls::client_config(options)
+        .map(|config| TlsConnector::from(Arc::new(config)))
+        .map_err(|e| FetchError::new(ErrorKind::Tls, e.to_string()));
+    let executor = Arc::new(Executor::new());
+    let (stop, stopped) = bounded::<()>(1);
+    // One core is the caller's while `fetch_all` runs (see its comment).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for n in 1..cores {
+        let (executor, stopped) = (Arc::clone(&executor), stopped.clone());
+        // `block_on` also drives the reactor whenever the executor is idle.
+        let spawned = std::thread::Builder::new()
+            .name(format!("fetch-smol-{n}"))
+            .spawn(move || smol::block_on(executor.run(stopped.recv())));
+        // Out of threads: run with the ones we have. The calling thread
+        // drives the executor too while `fetch_all` runs, so fewer threads
+        // make the run slower, never stuck.
+        if spawned.is_err() {
             break;
         }
     }
-    if let Some(conn) = slot.into_inner().ok().flatten() {
-        http.keep_idle(conn);
+    Client {
+        executor,
+        tls,
+        idle: Mutex::default(),
+        options: options.clone(),
+        _stop: stop,
     }
-}
-
-/// One URL: the attempts (through fetch-core's retry loop), then the CPU stage.
-async fn fetch_one(
-    run: &Arc<Run>,
-    http: &Http,
-    slot: &Slot,
-    cpu: &Semaphore,
-    attempts: &AtomicU32,
-    url: &str,
-) -> Result<Page, FetchError> {
-    let options = run.options();
-    // The attempt count lives outside the loop because the deadline race may
-    // drop the loop before it returns its own.
-    let (_, fetched) = run
-        .with_retries(
-            move |budget| {
-                attempts.fetch_add(1, Ordering::Relaxed);
-                http.attempt(slot, url, budget, options)
-            },
-            |delay| async move {
-                Timer::after(delay).await;
-            },
-        )
-        .await;
-    let fetched = fetched?;
-    // The CPU stage leaves the executor threads (below) when there is a CPU stage. Without one (parsing off, no
-    // extra work) the record is built in place: the hop would cost a
-    // cross-thread wake-up per page, which a profile at 0 ms latency showed
-    // as a fifth of the CPU time, to move nanoseconds of work.
-    if !run.options().has_cpu_stage() {
-        let content_type = fetched.content_type.as_deref();
-        return Ok(parse::page(
-            fetched.status,
-            &fetched.body,
-            content_type,
-            run.options(),
-        ));
-    }
-    let run = Arc::clone(run);
-    // Parsing takes milliseconds of CPU. A 5 ms parse on an executor thread
-    // is 5 ms in which no other task there reads its socket or sees its timer
-    // fire: a few in a row and responses sit unread and timeouts fire late.
-    // But `unblock`'s pool is sized for blocking I/O: it grows to hundreds of
-    // threads when hundreds of jobs queue, and hundreds of parsing threads
-    // starve the executor threads just the same (the OS shares the cores
-    // among all of them). So only as many parses as cores go to it at once.
-    let _permit = cpu.acquire().await;
-    smol::unblock(move || {
-        panic::catch_unwind(AssertUnwindSafe(|| {
-            let content_type = fetched.content_type.as_deref();
-            parse::page(fetched.status, &fetched.body, content_type, run.options())
-        }))
-        .map_err(|panic| FetchError::from_panic(panic.as_ref()))
-    })
-    .await
-}
-
-/// Completes when the run is past its deadline or cancelled, with the reason.
-async fn stopped(run: &Run) -> FetchError {
-    let deadline = async {
-        run.deadline().map_or_else(Timer::never, Timer::at).await;
-    };
-    deadline.or(run.cancel_token().cancelled()).await;
-    // Either race arm ending means a stop reason holds; the fallback is only
-    // there so no path can panic.
-    run.stop_reason()
-        .unwrap_or_else(|| FetchError::new(ErrorKind::Deadline, "global deadline passed"))
 }
 
 /// The smol model, for the CLI, the benches and the conformance suite. It
@@ -324,7 +311,7 @@ impl Model for Smol {
         on_outcome: &mut dyn FnMut(Outcome),
         cancel: &CancelToken,
     ) -> usize {
-        let client = self.client.get_or_build(options, Client::new);
+        let client = self.client.get_or_build(options, build_client);
         smol::block_on(fetch_all(&client, urls, options, on_outcome, cancel))
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p fetch-threads --example load-threads
-//! /usr/bin/time -v target/release/examples/load-threads --urls 30000 --in-flight 100
+//! /usr/bin/time -v target/release/examples/load-threads --urls 30000 --concurrency 100
 //! perf stat -e task-clock,context-switches,cpu-migrations target/release/examples/load-threads
 //! ```
 //!
@@ -22,16 +22,17 @@ use std::time::{Duration, Instant};
 use fetch_core::{CancelToken, Model, Options};
 use mock_server::{Latency, MockConfig, MockServer};
 
-const USAGE: &str = "usage: load-threads [--urls N] [--in-flight C] [--latency-ms MS] [--parse]";
+const USAGE: &str = "usage: load-threads [--urls N] [--concurrency C] [--latency-ms MS] [--parse]";
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let (mut urls, mut in_flight, mut latency_ms, mut parse) = (30_000u64, 100usize, 0u64, false);
+    let (mut urls, mut max_in_flight, mut latency_ms, mut parse) =
+        (30_000u64, 100usize, 0u64, false);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
         match flag.as_str() {
             "--urls" => urls = value()?.parse()?,
-            "--in-flight" => in_flight = value()?.parse()?,
+            "--concurrency" => max_in_flight = value()?.parse()?,
             "--latency-ms" => latency_ms = value()?.parse()?,
             "--parse" => parse = true,
             _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
@@ -43,14 +44,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         ..MockConfig::default()
     })?;
     let options = Options::builder()
-        .max_in_flight(in_flight)
+        .max_in_flight(max_in_flight)
         .parse(parse)
         .build()?;
     let model = fetch_threads::Threads::new();
     let cancel = CancelToken::new();
 
     // Warm-up (not timed): builds the agent and fills its idle pool.
-    let warm = server.page_urls(in_flight as u64 * 4);
+    let warm = server.page_urls(max_in_flight as u64 * 4);
     model.run(&warm, &options, &mut |_| {}, &cancel);
     // An empty run costs what the model pays per run besides the requests:
     // here, spawning and joining C threads.
@@ -73,13 +74,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let secs = wall.as_secs_f64();
     println!(
         "{}: {read} URLs in {secs:.2} s = {:.0} pages/s ({ok} ok, {failed} failed; \
-         C={in_flight}, {latency_ms} ms latency, parse {})",
+         C={max_in_flight}, {latency_ms} ms latency, parse {})",
         model.name(),
         ok as f64 / secs,
         if parse { "on" } else { "off" },
     );
     println!(
-        "empty run (spawn and join {in_flight} threads): {:.2} ms",
+        "empty run (spawn and join {max_in_flight} threads): {:.2} ms",
         empty_run.as_secs_f64() * 1e3
     );
     println!(

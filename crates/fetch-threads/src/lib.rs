@@ -15,7 +15,10 @@
 //! the next URL from the input only while fewer than C requests are in
 //! flight, and otherwise sleeps on the outcome channel. So what caps the
 //! requests in flight is the dispatcher's count, not the number of threads:
-//! a URL is read only when a worker is free to take it.
+//! a URL is read only when a worker is free to take it. What happens to one
+//! URL (retries, the CPU stage, the outcome) is
+//! `fetch_core::fetch_one_blocking`, the same for the three blocking models;
+//! fetch-core's `fetch.rs` explains it.
 //!
 //! A blocking client has no other way to overlap requests: `call()` holds its
 //! thread until the response is in, so C requests at once need C threads.
@@ -86,13 +89,16 @@
 //! # Copying this crate
 //!
 //! Copy `src/lib.rs` and depend on `fetch-core` (features = ["blocking"]), or
-//! replace `BlockingClient::fetch` with your own blocking call. If you copy
-//! it, keep the timeouts (ureq sets none by default, and a server that never
-//! answers would hold a thread forever), keep the idle pool sized to the
-//! threads, keep the shutdown on cancel (or a Ctrl-C waits for every request
-//! in flight), keep the thread budget (or a large C can abort the process),
-//! and keep the panic catching inside `fetch`: a panic that escaped a worker
-//! would lose the URLs that worker would have fetched next.
+//! put your own blocking call where `client.attempt` is. If you copy it, keep
+//! the timeouts (ureq sets none by default, and a server that never answers
+//! would hold a thread forever), keep the idle pool sized to the threads,
+//! keep the shutdown on cancel (or a Ctrl-C waits for every request in
+//! flight), keep the thread budget (or a large C can abort the process), and
+//! keep `fetch_one_blocking` (or its panic catching): a panic that escaped a
+//! worker would lose the URLs that worker would have fetched next. Your own
+//! processing of a page replaces fetch-core's CPU stage,
+//! `fetch_core::parse::page`, which `fetch_one_blocking` runs on the worker
+//! that fetched the page.
 //!
 //! # Tests and benchmark
 //!
@@ -106,12 +112,13 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 
-use fetch_core::blocking::{BlockingClient, say_capped, thread_budget};
-use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run};
+use fetch_core::blocking::{BlockingClient, say_capped, thread_limit};
+use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, fetch_one_blocking};
 
-/// Fetches `urls` with up to `max_in_flight` threads, handing each outcome
-/// to `on_outcome` (on the calling thread) as it finishes. Returns the number
-/// of URLs read (one outcome each).
+/// Fetches `urls` with up to `max_in_flight` threads (capped at what the OS
+/// lets this process start), handing each outcome to `on_outcome` (on the
+/// calling thread) as it finishes. Returns the number of URLs read (one
+/// outcome each).
 pub fn fetch_all(
     client: &BlockingClient,
     urls: &mut dyn Iterator<Item = String>,
@@ -126,6 +133,21 @@ pub fn fetch_all(
     // `cancelled`, and the scope below joins its workers promptly.
     let _interrupt = client.shut_down_on_cancel(&run);
     let mut dispatch = Dispatch::new(urls, on_outcome);
+    let (done_tx, done_rx) = mpsc::channel::<Outcome>();
+    // Never more threads than the OS can start: near `vm.max_map_count` a
+    // started thread that cannot map its signal stack aborts the process,
+    // which no error handling here could catch.
+    let (max_in_flight, capped_by) = thread_limit(options, None);
+    // The first batch decides how many threads to start: one per URL in
+    // flight, so 50 URLs at a limit of 100,000 start 50 threads.
+    let first = dispatch.next_urls(&run, max_in_flight);
+    let mut exhausted = first.len() < max_in_flight;
+    if let (false, Some(why)) = (exhausted, capped_by) {
+        say_capped("threads", options.max_in_flight(), max_in_flight, &why);
+    }
+    if first.is_empty() {
+        return dispatch.finish(&run);
+    }
     // std's mpsc receiver has one consumer, so the workers share it behind a
     // mutex: the idle worker holding the lock waits on the channel, the
     // others wait on the lock. The lock is taken once per job, a cost lost in
@@ -133,119 +155,88 @@ pub fn fetch_all(
     // save it at the price of a dependency this std-only model does without.
     let (job_tx, job_rx) = mpsc::channel::<(usize, String)>();
     let job_rx = Mutex::new(job_rx);
-    let (done_tx, done_rx) = mpsc::channel::<Outcome>();
-    // Never more threads than the OS can start: near `vm.max_map_count` a
-    // started thread that cannot map its signal stack aborts the process,
-    // which no error handling here could catch.
-    let budget = thread_budget();
 
-    // Scoped threads borrow the client, the run and the queue, and are all
+    // Scoped threads borrow the client, the run and the queues, and are all
     // joined before `scope` returns: no `Arc`, no thread outlives the call.
     thread::scope(|scope| {
-        // Moved into the scope so that if `on_outcome` panics, unwinding
-        // drops it: idle workers see the queue closed and exit, and the scope
-        // can join them instead of waiting forever.
-        let jobs = job_tx;
-        // Kept to hand a sender to each worker started later; dropped once
-        // no more will start, so that `recv` fails if every worker is gone.
-        let mut spare_done = Some(done_tx);
         let mut workers = 0;
-        let mut slots = options.max_in_flight();
-        let mut input_left = true;
+        for n in 0..first.len() {
+            let (run, job_rx, done) = (&run, &job_rx, done_tx.clone());
+            let spawned = thread::Builder::new()
+                .name(format!("fetch-{n}"))
+                .spawn_scoped(scope, move || worker(client, run, job_rx, done));
+            // Out of threads (EAGAIN from RLIMIT_NPROC, threads-max, a cgroup
+            // limit, or memory for the stack): run with the workers we have.
+            // Fewer in flight is slower, never wrong.
+            if let Err(e) = spawned {
+                let why = format!("the OS refused a thread ({e})");
+                say_capped("threads", options.max_in_flight(), workers, &why);
+                break;
+            }
+            workers += 1;
+        }
+        if workers == 0 {
+            // Not one thread: the calling thread fetches alone.
+            return client.fetch_in_turn(&run, &mut dispatch, first);
+        }
+        let max_in_flight = workers;
+        // Moved into the closure so that if `on_outcome` panics, unwinding
+        // drops it: idle workers see the queue closed and exit, and the scope
+        // can join them instead of waiting forever. Sending cannot fail:
+        // `job_rx` outlives the scope.
+        let start = move |job| {
+            let _ = job_tx.send(job);
+        };
+        first.into_iter().for_each(&start);
         loop {
             // Take a slot before reading a URL: the input is pulled only as
             // workers free up, so memory follows C, not the input's length.
-            while input_left && dispatch.in_flight() < slots {
+            while !exhausted && dispatch.in_flight() < max_in_flight {
                 let Some(job) = dispatch.next_url(&run) else {
-                    input_left = false;
+                    exhausted = true;
                     break;
                 };
-                // Threads are started on demand: each worker holds one job
-                // at a time, so while the jobs out do not outnumber the
-                // workers, one of them is idle (or about to be) and takes
-                // this one. A run never has more threads than requests in
-                // flight: 50 URLs at C = 100,000 start at most 50.
-                if dispatch.in_flight() > workers {
-                    // (`spare_done` is gone only once no worker is needed.)
-                    let spawned = match &spare_done {
-                        Some(done) if workers < budget.workers => {
-                            let (job_rx, done, run) = (&job_rx, done.clone(), &run);
-                            thread::Builder::new()
-                                .name(format!("fetch-{workers}"))
-                                .spawn_scoped(scope, move || worker(client, run, job_rx, done))
-                                .map_err(|e| format!("the OS refused a thread ({e})"))
-                        }
-                        _ => Err(format!("{} allows no more threads", budget.limit)),
-                    };
-                    match spawned {
-                        Ok(_) => workers += 1,
-                        Err(why) => {
-                            // Run with the workers we have: fewer in flight
-                            // is slower, never wrong. (EAGAIN comes from
-                            // RLIMIT_NPROC, threads-max, a cgroup limit, or
-                            // memory for the stack.)
-                            say_capped("threads", options.max_in_flight(), workers, &why);
-                            slots = workers;
-                            if workers == 0 {
-                                // Not one thread: the calling thread fetches
-                                // alone, this URL first.
-                                let (index, url) = job;
-                                dispatch.record(client.fetch(&run, index, &url));
-                                client.fetch_in_turn(&run, &mut dispatch);
-                                return;
-                            }
-                        }
-                    }
-                }
-                if workers == slots {
-                    spare_done = None;
-                }
-                // Cannot fail while `job_rx` lives (outside the scope).
-                if jobs.send(job).is_err() {
-                    return;
-                }
-            }
-            if !input_left {
-                spare_done = None;
+                start(job);
             }
             if dispatch.in_flight() == 0 {
                 break;
             }
             // Every in-flight request ends by its timeout, the deadline or a
-            // cancel's shutdown, so this wait is bounded. It fails only if
-            // every worker is gone (and none will start); `finish` then
-            // reports the URLs they held.
+            // cancel's shutdown, so this wait is bounded. It cannot fail:
+            // `done_tx` lives here.
             match done_rx.recv() {
                 Ok(outcome) => dispatch.record(outcome),
                 Err(_) => break,
             }
         }
-        // `jobs` drops here: workers waiting for a job see the queue closed
-        // and return, and the scope joins them.
+        // The queue's sender drops here: workers waiting for a job see the
+        // queue closed and return, and the scope joins them.
     });
     dispatch.finish(&run)
 }
 
 /// One worker: take a job, fetch it, send the outcome back, until the queue
-/// closes. Nothing here can panic: `fetch` catches panics from ureq and the
-/// CPU stage, and the channels report errors as values.
+/// closes. Nothing here can panic: `fetch_one_blocking` catches panics from
+/// ureq and the CPU stage, and the channels report errors as values. (A
+/// worker that did panic would take its job's outcome with it, and the
+/// dispatcher would wait for it forever.)
 fn worker(
     client: &BlockingClient,
     run: &Run,
     jobs: &Mutex<Receiver<(usize, String)>>,
     done: Sender<Outcome>,
 ) {
-    loop {
-        // The guard is a temporary of this `let`, released at the `;`, so no
-        // worker fetches while holding the lock. (`while let Ok(job) =
-        // jobs.lock()...recv()` would keep it for the whole loop body and
-        // fetch one URL at a time.) A poisoned lock still guards a valid
-        // receiver: nothing panics while holding it.
-        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok((index, url)) = job else { return };
-        if done.send(client.fetch(run, index, &url)).is_err() {
-            return;
-        }
+    // The lock is held only inside `next_job`, so no worker fetches while
+    // holding it. (`while let Ok(job) = jobs.lock()...recv()` would keep the
+    // guard, a temporary of the condition, for the whole loop body, and the
+    // workers would fetch one URL at a time.) A poisoned lock still guards a
+    // valid receiver: nothing panics while holding it.
+    let next_job = || jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+    while let Ok((index, url)) = next_job() {
+        let outcome =
+            fetch_one_blocking(run, index, &url, |budget| client.attempt(run, &url, budget));
+        // Cannot fail: the outcome channel outlives the scope.
+        let _ = done.send(outcome);
     }
 }
 
@@ -274,7 +265,7 @@ impl Model for Threads {
     /// `max_in_flight`, or fewer if the OS would not let this process start
     /// that many threads (see `fetch_core::blocking::thread_budget`).
     fn concurrency(&self, options: &Options) -> usize {
-        options.max_in_flight().min(thread_budget().workers).max(1)
+        thread_limit(options, None).0
     }
 
     fn run_iter(

@@ -13,9 +13,11 @@
 //! so the permit (asyncio's `Semaphore`) is taken before the task exists. The
 //! client cannot do it: reqwest has no per-host connection cap
 //! (seanmonstar/reqwest#1517), and without this loop a long list would open
-//! as many sockets as the OS allows. Each task races its URL against the
-//! cancel token and the deadline, and each attempt against its budget; the CPU
-//! stage leaves the I/O workers for tokio's blocking pool.
+//! as many sockets as the OS allows. Each task is fetch-core's per-URL path
+//! (`fetch_core::fetch_one`, in fetch-core's `fetch.rs`: retries, the race of
+//! each attempt against its budget and of the URL against cancel and the
+//! deadline, the panic guard) on tokio's timer, with one reqwest request per
+//! attempt; the CPU stage leaves the I/O workers for tokio's blocking pool.
 //!
 //! # When to choose this
 //!
@@ -34,12 +36,16 @@
 //!
 //! # Copying this crate
 //!
-//! Copy `src/lib.rs` and the dependencies in `Cargo.toml`. In a program that
+//! Copy `src/lib.rs` and the dependencies in `Cargo.toml`, and depend on
+//! fetch-core (or copy its `fetch.rs` and what it uses). In a program that
 //! already runs tokio, call `fetch_all(&client, ..).await` with a client from
 //! [`build_client`], as `examples/in_your_runtime.rs` does: [`Model::run_iter`]
-//! calls `block_on`, which panics inside a runtime. Keep the per-attempt
+//! calls `block_on`, which panics inside a runtime. Your own processing of a
+//! page goes where fetch-core's CPU stage is, `fetch_core::parse::page`,
+//! which `fetch_one` runs on tokio's blocking pool. Keep the per-attempt
 //! timeout (reqwest sets none by default: a server that never answers would
-//! hold its slot forever), the body cap, and `pool_max_idle_per_host`.
+//! hold its slot forever; `fetch_one` races each attempt against it), the
+//! body cap, and `pool_max_idle_per_host`.
 //!
 //! # Tests and benchmark
 //!
@@ -47,19 +53,17 @@
 //! other models pass). `cargo bench -- tokio` runs its benchmark rows.
 
 use std::error::Error;
+use std::future::Future;
 use std::io;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fetch_core::{Cached, CancelToken, Dispatch, ErrorKind, FetchError, Model, Options, Outcome};
-use fetch_core::{Page, Run, parse, retry};
-use futures_util::FutureExt as _;
+use fetch_core::response::{CappedBody, check_status};
+use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
+use fetch_core::{Model, Options, Outcome, Run, fetch_one};
 use reqwest::Client;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
-use tokio::runtime::Runtime;
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinSet};
 
 /// How long a pooled connection may sit idle. Below the shortest keep-alive
 /// timeout common servers use (5 s: Apache, Node.js): when the server closes
@@ -82,6 +86,7 @@ pub async fn fetch_all(
     // a clone of the client each (an Arc inside: one shared connection pool).
     let run = Arc::new(Run::new(options, cancel));
     let mut dispatch = Dispatch::new(urls, on_outcome);
+    let max_in_flight = options.max_in_flight();
     // A JoinSet, not `stream::iter(urls).map(fetch).buffer_unordered(C)`: a
     // buffered stream polls its futures only while this loop polls it, so
     // while the loop body waits (a slow `on_outcome` or input), responses
@@ -95,18 +100,28 @@ pub async fn fetch_all(
         // front would cost memory per URL (about 1 KB each, measured on a
         // prototype), not per slot. And awaiting each URL in turn, with no
         // spawn, would be the sequential model in async syntax.
-        while !exhausted && in_flight.len() < options.max_in_flight() {
-            match dispatch.next_url(&run) {
-                Some((index, url)) => {
-                    in_flight.spawn(url_task(client.clone(), Arc::clone(&run), index, url));
-                }
-                None => exhausted = true,
-            }
+        while !exhausted && in_flight.len() < max_in_flight {
+            let Some((index, url)) = dispatch.next_url(&run) else {
+                exhausted = true;
+                break;
+            };
+            let (run, client) = (Arc::clone(&run), client.clone());
+            // Futures are lazy: `attempt(..)` sends nothing until `fetch_one`
+            // awaits it, and `fetch_one` races it against the attempt's
+            // budget, so reqwest needs no request timeout of its own.
+            let work = async move {
+                fetch_one(&run, &Runtime, index, &url, |_budget| {
+                    attempt(&client, &url, run.options())
+                })
+                .await
+            };
+            in_flight.spawn(work);
         }
         match in_flight.join_next().await {
             Some(Ok(outcome)) => dispatch.record(outcome),
-            // Only a panic or an abort: panics are caught in the task and
-            // nothing aborts one, but if it happened `finish` reports the URL.
+            // Only a panic or an abort: `fetch_one` catches panics and
+            // nothing aborts a task, but if it happened `finish` reports the
+            // URL.
             Some(Err(_)) => {}
             None => break,
         }
@@ -114,120 +129,55 @@ pub async fn fetch_all(
     dispatch.finish(&run)
 }
 
-/// One URL as one task. It always returns an outcome with the URL's index:
-/// `gather(return_exceptions=True)`, made a type.
-async fn url_task(client: Client, run: Arc<Run>, index: usize, url: String) -> Outcome {
-    let started = Instant::now();
-    // Counted here, not taken from `with_retries`, so a URL cut short by the
-    // race below still reports its attempts. Atomic because a spawned future
-    // must be Send; nothing contends for it.
-    let attempts = AtomicU32::new(0);
-    // A panic in reqwest or hyper would end the task with a JoinError that
-    // does not say which URL it ran; caught here it costs this URL alone.
-    // AssertUnwindSafe: nothing of the request outlives the panic.
-    let work = AssertUnwindSafe(fetch_one(&run, &client, &attempts, url.trim())).catch_unwind();
-    // The losing branch is dropped, and dropping a future cancels it: its
-    // socket and timers go at once. `biased`: a page done in the same poll
-    // as a cancel is kept.
-    let result = tokio::select! {
-        biased;
-        caught = work => caught.unwrap_or_else(|panic| Err(FetchError::from_panic(panic.as_ref()))),
-        stop = stopped(&run) => Err(stop),
-    };
-    let attempts = attempts.load(Ordering::Relaxed);
-    run.outcome(index, &url, attempts, started, result)
-}
+/// tokio's side of the per-URL path: its timer for the budget race, the
+/// backoff and the deadline, and its blocking pool for the CPU stage.
+struct Runtime;
 
-/// The attempts (retries and backoff through fetch-core), then the CPU stage.
-async fn fetch_one(
-    run: &Arc<Run>,
-    client: &Client,
-    attempts: &AtomicU32,
-    url: &str,
-) -> Result<Page, FetchError> {
-    let max_body = run.options().max_body_bytes();
-    let attempt = |budget| {
-        attempts.fetch_add(1, Ordering::Relaxed);
-        // asyncio's `wait_for`: the budget covers connect, headers and body;
-        // on expiry the attempt is dropped, and its connection closed.
-        let timed = tokio::time::timeout(budget, fetch_body(client, url, max_body));
-        timed.map(move |r| r.unwrap_or_else(|_| Err(timed_out(budget))))
-    };
-    // The backoff is the runtime's sleep: a thread sleep would stall every
-    // task on this worker.
-    let (_, fetched) = run.with_retries(attempt, tokio::time::sleep).await;
-    let (status, body, content_type) = fetched?;
-    // asyncio's `run_in_executor`: on a worker, a page that takes 5 ms to
-    // parse holds up every task on that worker, reads and timers included,
-    // for 5 ms ("blocking the event loop"). A panic there is a JoinError.
-    // That is, when there is a CPU stage. Without one (parsing off, no
-    // extra work) the record is built in place: the hop would cost a
-    // cross-thread wake-up per page, which a profile at 0 ms latency showed
-    // as a fifth of the CPU time, to move nanoseconds of work.
-    if !run.options().has_cpu_stage() {
-        return Ok(parse::page(
-            status,
-            &body,
-            content_type.as_deref(),
-            run.options(),
-        ));
+impl AsyncRuntime for Runtime {
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        // Not `std::thread::sleep`: that would stall every task on this
+        // worker, not just this one.
+        tokio::time::sleep(duration)
     }
-    let run = Arc::clone(run);
-    let page = move || parse::page(status, &body, content_type.as_deref(), run.options());
-    let parsed = tokio::task::spawn_blocking(page).await;
-    parsed.map_err(|join| match join.try_into_panic() {
-        Ok(panic) => FetchError::from_panic(panic.as_ref()),
-        Err(join) => FetchError::new(ErrorKind::Cancelled, join.to_string()),
-    })
+
+    fn offload<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = Result<T, FetchError>> + Send {
+        // asyncio's `run_in_executor`: on a worker, a page that takes 5 ms to
+        // parse holds up every task on that worker, reads and timers
+        // included, for 5 ms ("blocking the event loop").
+        let job = task::spawn_blocking(work);
+        // `work` cannot panic (fetch-core catches that inside it): the join
+        // fails only when the runtime shut down before running it.
+        async move {
+            let joined = job.await;
+            joined.map_err(|join| FetchError::new(ErrorKind::Cancelled, join.to_string()))
+        }
+    }
 }
 
-/// What one attempt brings back: the final status, the body, its type.
-type Fetched = (u16, Vec<u8>, Option<String>);
-
-/// One attempt, reading the body up to the cap.
-async fn fetch_body(client: &Client, url: &str, max_body: u64) -> Result<Fetched, FetchError> {
-    // Futures are lazy: `send()` does nothing until awaited, and a future
-    // dropped unawaited never runs (they are `#[must_use]`: the compiler warns).
+/// One attempt with the shared client, reading the body up to the cap.
+/// reqwest follows the redirects itself (see `build_client`).
+async fn attempt(client: &Client, url: &str, options: &Options) -> Result<Fetched, FetchError> {
     let mut response = client.get(url).send().await.map_err(map_error)?;
-    let status = response.status().as_u16();
+    let status = u16::from(response.status());
     let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
-    if !response.status().is_success() {
-        let retry_after = header(RETRY_AFTER).and_then(retry::parse_retry_after);
-        return Err(FetchError::http_status(status, retry_after));
-    }
+    check_status(status, header(RETRY_AFTER))?;
     let content_type = header(CONTENT_TYPE).map(str::to_string);
     // Chunk by chunk: an endless body costs at most the cap, and the response
-    // (with its connection) is dropped as soon as the cap is passed.
-    let mut body = Vec::new();
+    // (with its connection) is dropped as soon as the cap is passed. Its
+    // length is known only for a body reqwest does not decompress.
+    let mut body = CappedBody::new(options.max_body_bytes(), response.content_length())?;
     while let Some(chunk) = response.chunk().await.map_err(map_error)? {
-        if (body.len() + chunk.len()) as u64 > max_body {
-            let message = format!("body longer than {max_body} bytes");
-            return Err(FetchError::new(ErrorKind::BodyTooLarge, message));
-        }
-        body.extend_from_slice(&chunk);
+        body.push(&chunk)?;
     }
-    Ok((status, body, content_type))
-}
-
-/// Completes when the run is cancelled or its deadline passes, with the reason.
-async fn stopped(run: &Run) -> FetchError {
-    let deadline = async {
-        match run.deadline() {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = deadline => {}
-        () = run.cancel_token().cancelled() => {}
-    }
-    run.stop_reason()
-        .unwrap_or_else(|| FetchError::new(ErrorKind::Deadline, "global deadline passed"))
-}
-
-/// An attempt that ran out of its budget.
-fn timed_out(budget: Duration) -> FetchError {
-    FetchError::new(ErrorKind::Timeout, format!("no answer within {budget:?}"))
+    let body = body.finish()?;
+    Ok(Fetched {
+        status,
+        body,
+        content_type,
+    })
 }
 
 /// reqwest's errors, mapped into fetch-core's kinds.
@@ -289,18 +239,16 @@ pub fn build_client(options: &Options) -> Result<Client, FetchError> {
 /// The runtime and the client, built and kept together: a pooled connection
 /// is driven by a task on the runtime that opened it, so the client used with
 /// another runtime would find its idle connections dead.
-fn engine(options: &Options) -> Result<(Runtime, Client), FetchError> {
+fn engine(options: &Options) -> Result<(tokio::runtime::Runtime, Client), FetchError> {
     // One worker per core (the default): workers only poll, and the waiting is
     // done by the reactor, so more threads would not wait any faster.
-    // The blocking pool runs the CPU stage. Its default cap is 512 threads:
-    // with a hundred pages parsed at once on two cores, tokio would start a
-    // thread for each (measured: 68-242 threads at 1,000 in flight), and they
-    // would only take turns on the same cores. One per core keeps the threads
-    // few; parses queue instead, which is the same work in the same time.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The blocking pool keeps tokio's default cap (512 threads). It runs the
+    // CPU stage, but fetch-core lets only one page per core into that stage
+    // at a time, so parses never crowd it. And it also runs reqwest's DNS
+    // lookups (getaddrinfo blocks): capped at one thread per core, as it
+    // used to be, a new connection's lookup would queue behind the parses.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(cores)
         .thread_name("fetch-tokio")
         .build()
         // The OS refused threads or an epoll instance: nothing can connect.
@@ -312,7 +260,7 @@ fn engine(options: &Options) -> Result<(Runtime, Client), FetchError> {
 /// keeps its runtime and client between runs with the same options.
 #[derive(Default)]
 pub struct Tokio {
-    engine: Cached<Result<(Runtime, Client), FetchError>>,
+    engine: Cached<Result<(tokio::runtime::Runtime, Client), FetchError>>,
 }
 
 impl Tokio {

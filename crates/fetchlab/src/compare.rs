@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use fetch_core::{CancelToken, Options, Summary};
+use fetch_core::{CancelToken, Options};
+use fetchlab::summary::Summary;
 use mock_server::{Latency, MockConfig, MockServer};
 use serde::Serialize;
 

@@ -1,4 +1,6 @@
-//! The library half of the `fetchlab` binary: the registry of models by name,
-//! shared with the benches so both run exactly the same set.
+//! The library half of the `fetchlab` binary, shared with the benches: the
+//! registry of models by name (so both run exactly the same set) and the
+//! summary statistics both print.
 
 pub mod models;
+pub mod summary;

@@ -1,12 +1,14 @@
 //! Numbers for a finished run: counts per outcome kind, bytes, throughput and
-//! latency percentiles.
+//! latency percentiles. Measurement, not pipeline: it lives with the code
+//! that measures (this binary and the benches), so a copier of a model crate
+//! does not take a histogram library along.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::{ErrorKind, Outcome};
+use fetch_core::{ErrorKind, Outcome};
 
 /// Latency percentiles of a run's outcomes (first attempt to final result).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -115,7 +117,7 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FetchError, Page};
+    use fetch_core::{FetchError, Page};
 
     fn ok(index: usize, ms: u64) -> Outcome {
         Outcome {

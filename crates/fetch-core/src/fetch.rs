@@ -1,0 +1,332 @@
+//! The per-URL path, written once for every model: time the URL, count its
+//! attempts, retry with backoff, catch a panic, race the whole URL against
+//! cancel and the deadline, run the CPU stage where it belongs, and build the
+//! [`Outcome`].
+//!
+//! A model supplies only what is its own:
+//! - **one attempt** with its client: a closure that gets the attempt's time
+//!   budget and returns the [`Fetched`] response or a [`FetchError`];
+//! - for an async model, its runtime's side ([`AsyncRuntime`]): how it sleeps
+//!   (a thread sleep would stall every task on the thread) and how it moves
+//!   CPU work off the threads that drive I/O.
+//!
+//! Two flavours, one behaviour: [`fetch_one_blocking`] for a thread that
+//! blocks in its client, [`fetch_one`] for a task on any async runtime.
+//!
+//! **The CPU stage** (HTML parsing, [`crate::parse`]) has one cap for every
+//! model: at most one page per core is in it at a time. A blocking model with
+//! a hundred threads would otherwise parse a hundred pages at once on two
+//! cores, and an async model would hand its blocking pool a hundred jobs
+//! (tokio's pool grows to 512 threads): the same work, taking turns on the
+//! same cores, with more threads and more memory. Pages wait for a slot
+//! instead. Without a CPU stage (parsing off, no extra work) the record is
+//! built in place: a hop to another thread would cost a cross-thread wake-up
+//! per page, which a profile at 0 ms latency showed as a fifth of the CPU
+//! time, to move nanoseconds of work.
+
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use async_lock::Semaphore;
+use futures_lite::FutureExt as _;
+use futures_lite::future;
+
+use crate::{ErrorKind, FetchError, Options, Outcome, Page, Run, parse, retry};
+
+/// What one successful attempt brings back: the final status (2xx), the
+/// body (within the cap) and its `Content-Type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+}
+
+/// An async runtime's side of the per-URL path.
+pub trait AsyncRuntime {
+    /// The runtime's sleep (`tokio::time::sleep`, `smol::Timer::after`, …).
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Runs CPU work on a thread that drives no I/O and returns its result
+    /// (`spawn_blocking`, `smol::unblock`): the article's `run_in_executor`.
+    /// An error only when the runtime lost the job (it was shutting down);
+    /// a panic inside `work` is caught before it gets there.
+    fn offload<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = Result<T, FetchError>> + Send;
+}
+
+/// One CPU-stage slot per core, shared by every model and run in the process.
+static CPU_SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Arc::new(Semaphore::new(cores))
+});
+
+/// One URL on a thread that blocks in its client: retries (backoff sleeps
+/// wake on cancel), the CPU stage on this thread once a core's slot is free,
+/// and a panic anywhere caught as this URL's `panicked` outcome, so it cannot
+/// take down a worker (and the URLs it would fetch next).
+///
+/// The thread cannot be raced against cancel or the deadline: `attempt` must
+/// keep to its budget (which [`Run::attempt_timeout`] cuts short at the
+/// deadline), and a client that can be interrupted from outside (ureq's
+/// `Agent::shutdown`) ends it early on cancel.
+pub fn fetch_one_blocking(
+    run: &Run,
+    index: usize,
+    url: &str,
+    mut attempt: impl FnMut(Duration) -> Result<Fetched, FetchError>,
+) -> Outcome {
+    let started = Instant::now();
+    // Counted outside the retry loop, so a panic does not lose the count.
+    let attempts = AtomicU32::new(0);
+    // AssertUnwindSafe: after a panic nothing of this URL is reused; the
+    // client drops a connection caught mid-request rather than pooling it.
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        let fetched = retry::with_retries_blocking(run, |budget| {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            attempt(budget)
+        })?;
+        if !run.options().has_cpu_stage() {
+            return Ok(page(fetched, run.options()));
+        }
+        let _slot = CPU_SLOTS.acquire_blocking();
+        Ok(page(fetched, run.options()))
+    }))
+    .unwrap_or_else(|panic| Err(FetchError::from_panic(panic.as_ref())));
+    outcome(index, url, attempts.into_inner(), started, result)
+}
+
+/// One URL as a task on an async runtime: each attempt raced against its
+/// budget with the runtime's timer, retries with the runtime's sleep, the CPU
+/// stage offloaded once a core's slot is free, a panic caught as this URL's
+/// `panicked` outcome, and the whole URL raced against cancel and the
+/// deadline. The losing side of a race is dropped, and dropping a future
+/// cancels it: its socket and timers go at once.
+pub async fn fetch_one<R, A, AF>(
+    run: &Run,
+    runtime: &R,
+    index: usize,
+    url: &str,
+    mut attempt: A,
+) -> Outcome
+where
+    R: AsyncRuntime,
+    A: FnMut(Duration) -> AF,
+    AF: Future<Output = Result<Fetched, FetchError>>,
+{
+    let started = Instant::now();
+    // Atomic, not a Cell: the future must be Send to be spawned, and it
+    // holds this across `.await`s. Nothing contends for it.
+    let attempts = AtomicU32::new(0);
+    let work = async {
+        let fetched = retry::with_retries(
+            run,
+            |budget| {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                // asyncio's `wait_for`: the budget covers connect, headers
+                // and body; on expiry the attempt is dropped with its socket.
+                let timed_out = async move {
+                    runtime.sleep(budget).await;
+                    Err(FetchError::new(
+                        ErrorKind::Timeout,
+                        format!("no answer within {budget:?}"),
+                    ))
+                };
+                attempt(budget).or(timed_out)
+            },
+            |delay| runtime.sleep(delay),
+        )
+        .await?;
+        if !run.options().has_cpu_stage() {
+            return Ok(page(fetched, run.options()));
+        }
+        let _slot = CPU_SLOTS.acquire().await;
+        let options = run.shared_options();
+        let parsed = runtime.offload(move || {
+            panic::catch_unwind(AssertUnwindSafe(|| page(fetched, &options)))
+                .map_err(|panic| FetchError::from_panic(panic.as_ref()))
+        });
+        parsed.await?
+    };
+    // A panic in the client or the runtime's glue costs this URL alone.
+    let guarded = async {
+        AssertUnwindSafe(work)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(FetchError::from_panic(panic.as_ref())))
+    };
+    // `or` polls `guarded` first: a page done in the same poll as a cancel
+    // is kept.
+    let result = guarded.or(stopped(run, runtime)).await;
+    outcome(index, url, attempts.into_inner(), started, result)
+}
+
+/// Completes when the run is cancelled or its deadline passes, with the reason.
+async fn stopped<R: AsyncRuntime>(run: &Run, runtime: &R) -> Result<Page, FetchError> {
+    let deadline = async {
+        match run.deadline() {
+            Some(at) => {
+                runtime
+                    .sleep(at.saturating_duration_since(Instant::now()))
+                    .await
+            }
+            None => future::pending().await,
+        }
+    };
+    deadline.or(run.cancel_token().cancelled()).await;
+    // Either side ending means a stop reason holds; the fallback is only
+    // there so that no path can panic.
+    Err(run
+        .stop_reason()
+        .unwrap_or_else(|| FetchError::new(ErrorKind::Deadline, "global deadline passed")))
+}
+
+fn page(fetched: Fetched, options: &Options) -> Page {
+    let content_type = fetched.content_type.as_deref();
+    parse::page(fetched.status, &fetched.body, content_type, options)
+}
+
+fn outcome(
+    index: usize,
+    url: &str,
+    attempts: u32,
+    started: Instant,
+    result: Result<Page, FetchError>,
+) -> Outcome {
+    Outcome {
+        index,
+        url: url.to_string(),
+        attempts,
+        elapsed: started.elapsed(),
+        result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::CancelToken;
+
+    fn ok_page() -> Result<Fetched, FetchError> {
+        Ok(Fetched {
+            status: 200,
+            body: b"<title>T</title><a href=x>x</a>".to_vec(),
+            content_type: None,
+        })
+    }
+
+    fn options() -> Options {
+        Options::builder()
+            .retries(2)
+            .backoff(Duration::from_millis(1), Duration::from_millis(1))
+            .build()
+            .unwrap()
+    }
+
+    /// A runtime for the tests: thread sleeps and inline "offloading", run
+    /// under `futures_lite::future::block_on`.
+    struct Inline;
+
+    impl AsyncRuntime for Inline {
+        async fn sleep(&self, duration: Duration) {
+            std::thread::sleep(duration)
+        }
+        async fn offload<T: Send + 'static>(
+            &self,
+            work: impl FnOnce() -> T + Send + 'static,
+        ) -> Result<T, FetchError> {
+            Ok(work())
+        }
+    }
+
+    #[test]
+    fn a_page_after_a_retry_counts_two_attempts() {
+        let (opts, cancel) = (options(), CancelToken::new());
+        let run = Run::new(&opts, &cancel);
+        let calls = Cell::new(0);
+        let attempt = |_| {
+            calls.set(calls.get() + 1);
+            if calls.get() == 1 {
+                Err(FetchError::http_status(503, None))
+            } else {
+                ok_page()
+            }
+        };
+        let o = fetch_one_blocking(&run, 7, "http://h/", attempt);
+        assert_eq!((o.index, o.attempts), (7, 2));
+        let page = o.result.unwrap();
+        assert_eq!((page.title.as_deref(), page.links), (Some("T"), 1));
+
+        calls.set(0);
+        let o = future::block_on(fetch_one(&run, &Inline, 7, "http://h/", |_| {
+            calls.set(calls.get() + 1);
+            let result = if calls.get() == 1 {
+                Err(FetchError::new(ErrorKind::Connect, "refused"))
+            } else {
+                ok_page()
+            };
+            async move { result }
+        }));
+        assert_eq!(o.attempts, 2);
+        assert!(o.is_ok());
+    }
+
+    #[test]
+    fn a_panic_keeps_the_attempt_count() {
+        let (opts, cancel) = (options(), CancelToken::new());
+        let run = Run::new(&opts, &cancel);
+        let calls = Cell::new(0);
+        let o = fetch_one_blocking(&run, 0, "http://h/", |_| {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                return Err(FetchError::new(ErrorKind::Timeout, "slow"));
+            }
+            panic!("the client broke")
+        });
+        assert_eq!(o.attempts, 3);
+        assert_eq!(o.error_kind(), Some(ErrorKind::Panicked));
+
+        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_| async {
+            panic!("the client broke")
+        }));
+        assert_eq!((o.attempts, o.error_kind()), (1, Some(ErrorKind::Panicked)));
+    }
+
+    #[test]
+    fn an_attempt_past_its_budget_times_out() {
+        let opts = Options::builder()
+            .retries(0)
+            .request_timeout(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        let cancel = CancelToken::new();
+        let run = Run::new(&opts, &cancel);
+        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_| {
+            future::pending::<Result<Fetched, FetchError>>()
+        }));
+        assert_eq!(o.error_kind(), Some(ErrorKind::Timeout));
+    }
+
+    #[test]
+    fn a_cancelled_run_ends_the_url_as_cancelled() {
+        let (opts, cancel) = (options(), CancelToken::new());
+        let run = Run::new(&opts, &cancel);
+        cancel.cancel();
+        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_| {
+            future::pending::<Result<Fetched, FetchError>>()
+        }));
+        assert_eq!(o.error_kind(), Some(ErrorKind::Cancelled));
+        let o = fetch_one_blocking(&run, 0, "http://h/", |_| ok_page());
+        assert_eq!(
+            (o.attempts, o.error_kind()),
+            (0, Some(ErrorKind::Cancelled))
+        );
+    }
+}
