@@ -73,6 +73,16 @@ impl<'a> Dispatch<'a> {
         std::iter::from_fn(|| self.next_url(run)).take(n).collect()
     }
 
+    /// Reports every URL of the input as `error`, untried, and ends the run:
+    /// for a model that cannot run at all (no runtime, no client), which
+    /// still owes one outcome per URL.
+    pub fn refuse_all(mut self, run: &Run, error: &FetchError) -> usize {
+        while let Some((index, url)) = self.next_url(run) {
+            self.record(Outcome::untried(index, &url, error.clone()));
+        }
+        self.finish(run)
+    }
+
     /// How many URLs have been handed out and not yet reported.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()

@@ -290,12 +290,7 @@ impl Model for Tokio {
             }
             // No runtime or client: no request, but still one outcome per URL.
             Err(error) => {
-                let run = Run::new(options, cancel);
-                let mut dispatch = Dispatch::new(urls, on_outcome);
-                while let Some((index, url)) = dispatch.next_url(&run) {
-                    dispatch.record(Outcome::untried(index, &url, error.clone()));
-                }
-                dispatch.finish(&run)
+                Dispatch::new(urls, on_outcome).refuse_all(&Run::new(options, cancel), error)
             }
         }
     }
