@@ -54,6 +54,10 @@
 //!
 //! # Copying this crate
 //!
+//! `scripts/export-model async-std DIR` writes this crate and fetch-core, with
+//! the conformance suite and the mock server for its tests, as a standalone
+//! Cargo project (CI builds and tests each export offline).
+//!
 //! Don't start a project from it: copy `fetch-smol`. To harden a surf
 //! codebase you cannot move yet, lift [`Client`] (a surf client per attempt,
 //! dropped when it fails), `read_body` (the cap enforced while reading, and

@@ -119,6 +119,10 @@
 //!
 //! # Copying this crate
 //!
+//! `scripts/export-model rayon DIR` writes this crate and fetch-core, with
+//! the conformance suite and the mock server for its tests, as a standalone
+//! Cargo project (CI builds and tests each export offline).
+//!
 //! Copy `src/lib.rs` and depend on `fetch-core` (features = ["blocking"]) and
 //! `rayon`, or put your own blocking call where `client.attempt` is. If you
 //! copy it, keep the pool dedicated, sized to the requests in flight and

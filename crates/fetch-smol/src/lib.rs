@@ -50,6 +50,10 @@
 //!
 //! # Copying this crate
 //!
+//! `scripts/export-model smol DIR` writes this crate and fetch-core, with
+//! the conformance suite and the mock server for its tests, as a standalone
+//! Cargo project (CI builds and tests each export offline).
+//!
 //! Copy `src/lib.rs`, `src/client.rs` and the dependencies in Cargo.toml, and
 //! depend on fetch-core (or copy its `fetch.rs` and what it uses). From your
 //! own smol code, call `fetch_all(&client, ..).await` with a client built

@@ -88,6 +88,10 @@
 //!
 //! # Copying this crate
 //!
+//! `scripts/export-model threads DIR` writes this crate and fetch-core, with
+//! the conformance suite and the mock server for its tests, as a standalone
+//! Cargo project (CI builds and tests each export offline).
+//!
 //! Copy `src/lib.rs` and depend on `fetch-core` (features = ["blocking"]), or
 //! put your own blocking call where `client.attempt` is. If you copy it, keep
 //! the timeouts (ureq sets none by default, and a server that never answers

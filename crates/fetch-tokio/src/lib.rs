@@ -36,6 +36,10 @@
 //!
 //! # Copying this crate
 //!
+//! `scripts/export-model tokio DIR` writes this crate and fetch-core, with
+//! the conformance suite and the mock server for its tests, as a standalone
+//! Cargo project (CI builds and tests each export offline).
+//!
 //! Copy `src/lib.rs` and the dependencies in `Cargo.toml`, and depend on
 //! fetch-core (or copy its `fetch.rs` and what it uses). In a program that
 //! already runs tokio, call `fetch_all(&client, ..).await` with a client from
