@@ -50,8 +50,9 @@ use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnector};
 
 use crate::OnCancel;
+use crate::response::check_status;
 use crate::tls::UreqTls;
-use crate::{Dispatch, ErrorKind, FetchError, Fetched, Options, Run, fetch_one_blocking, retry};
+use crate::{Dispatch, ErrorKind, FetchError, Fetched, Options, Run, fetch_one_blocking};
 
 /// A ureq agent configured from [`Options`]. Cheap to share by reference
 /// across threads: the agent's pool is behind a lock. Clones share the agent
@@ -161,14 +162,8 @@ impl BlockingClient {
             .call()
             .map_err(map)?;
         let status = response.status().as_u16();
-        if !(200..300).contains(&status) {
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(retry::parse_retry_after);
-            return Err(FetchError::http_status(status, retry_after));
-        }
+        let retry_after = response.headers().get("retry-after");
+        check_status(status, retry_after.and_then(|v| v.to_str().ok()))?;
         let content_type = response
             .headers()
             .get("content-type")
