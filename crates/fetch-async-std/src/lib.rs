@@ -103,8 +103,8 @@ use async_std::task;
 use fetch_core::response::{CappedBody, Redirects, check_status};
 use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
 use fetch_core::{Model, Options, Outcome, Run, fetch_one};
+use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use futures::{AsyncBufReadExt, StreamExt};
 use surf::http::Method;
 use surf::http::headers::{self, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 
@@ -248,17 +248,8 @@ async fn read_body(response: &mut surf::Response, cap: u64) -> Result<Vec<u8>, F
     // async-h1 ends a Content-Length body quietly at the connection's end:
     // `finish` compares what was read with what was announced.
     let announced = response.len().map(|len| len as u64);
-    let mut body = CappedBody::new(cap, announced)?;
-    loop {
-        let chunk = response.fill_buf().await.map_err(|e| map_error(e.into()))?;
-        if chunk.is_empty() {
-            break;
-        }
-        body.push(chunk)?;
-        let read = chunk.len();
-        response.consume_unpin(read);
-    }
-    body.finish()
+    let body = CappedBody::new(cap, announced)?;
+    body.read_from(response, |e| map_error(e.into())).await
 }
 
 /// surf's errors, mapped into fetch-core's kinds. `surf::Error` (http-types'

@@ -13,6 +13,9 @@
 //! the smol model, surf in async-std's) follows them with [`Redirects`]:
 //! which responses redirect, where to, and how many hops.
 
+use std::io;
+
+use futures_lite::{AsyncBufRead, AsyncBufReadExt};
 use url::Url;
 
 use crate::{ErrorKind, FetchError, check_url, retry};
@@ -83,6 +86,26 @@ impl CappedBody {
                 format!("connection closed after {read} of {len} body bytes"),
             )),
             _ => Ok(self.bytes),
+        }
+    }
+
+    /// Reads the rest of a body from a buffered async reader (surf's
+    /// response is one), chunk by chunk as the connection delivers them,
+    /// and [`finish`](Self::finish)es it; `map` turns the reader's I/O
+    /// errors into the client's kinds.
+    pub async fn read_from<R: AsyncBufRead + Unpin>(
+        mut self,
+        reader: &mut R,
+        map: impl Fn(io::Error) -> FetchError,
+    ) -> Result<Vec<u8>, FetchError> {
+        loop {
+            let chunk = reader.fill_buf().await.map_err(&map)?;
+            if chunk.is_empty() {
+                return self.finish();
+            }
+            self.push(chunk)?;
+            let read = chunk.len();
+            reader.consume(read);
         }
     }
 
