@@ -51,7 +51,7 @@ use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnecto
 
 use crate::OnCancel;
 use crate::response::check_status;
-use crate::tls::UreqTls;
+use crate::tls::{UreqTls, error_chain, is_tls_failure};
 use crate::{Dispatch, ErrorKind, FetchError, Fetched, Options, Run, fetch_one_blocking};
 
 /// A ureq agent configured from [`Options`]. Cheap to share by reference
@@ -203,12 +203,7 @@ pub fn map_error(err: ureq::Error) -> FetchError {
 
 fn io_kind(err: &io::Error) -> ErrorKind {
     use io::ErrorKind as K;
-    // rustls reports a failed handshake (an untrusted certificate, say) as an
-    // I/O error wrapping a rustls::Error, on the first read or write.
-    if err
-        .get_ref()
-        .is_some_and(|inner| inner.is::<rustls::Error>())
-    {
+    if is_tls_failure(&error_chain(err)) {
         return ErrorKind::Tls;
     }
     // A failed DNS lookup comes from std's getaddrinfo wrapper as an

@@ -34,6 +34,8 @@
 //! process-wide default, which is ambiguous when another crate in the build
 //! turns on aws-lc-rs.
 
+use std::error::Error as StdError;
+use std::io;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -145,6 +147,25 @@ impl ServerCertVerifier for PinningVerifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// An error and the causes under it, outermost first, as every client's
+/// `map_error` searches them. rustls reports a failed handshake (an
+/// untrusted certificate, say) as an `io::Error` wrapping a
+/// `rustls::Error`, on the first read or write, and `io::Error::source()`
+/// skips the error it wraps: the chain steps into it.
+pub fn error_chain<'a>(err: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(err), |&e| match e.downcast_ref::<io::Error>() {
+        Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+        None => e.source(),
+    })
+    .collect()
+}
+
+/// Whether a TLS handshake failure (a rustls error) is in `chain`, from
+/// [`error_chain`]: the `tls` kind, whatever the client wrapped it in.
+pub fn is_tls_failure(chain: &[&(dyn StdError + 'static)]) -> bool {
+    chain.iter().any(|e| e.is::<Error>())
 }
 
 /// What is left to check on a certificate trusted as itself rather than

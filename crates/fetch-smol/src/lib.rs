@@ -79,9 +79,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fetch_core::response::{CappedBody, check_status};
+use fetch_core::tls::{error_chain, is_tls_failure};
 use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
 use fetch_core::{Model, Options, Outcome, Run, fetch_one};
-use futures_rustls::{TlsConnector, rustls};
+use futures_rustls::TlsConnector;
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
 use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
@@ -223,15 +224,8 @@ async fn attempt(client: &Client, slot: &Slot, url: &str) -> Result<Fetched, Fet
 /// closed early, malformed), unless rustls is in the chain of causes: `tls`.
 fn map_error(err: impl Error + 'static) -> FetchError {
     let err: &(dyn Error + 'static) = &err;
-    // rustls's handshake errors (an untrusted certificate) come wrapped in
-    // io::Errors, whose `source()` skips the error they wrap: step into them.
-    let causes: Vec<_> =
-        std::iter::successors(Some(err), |&e| match e.downcast_ref::<io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as &(dyn Error + 'static)),
-            None => e.source(),
-        })
-        .collect();
-    let kind = if causes.iter().any(|e| e.is::<rustls::Error>()) {
+    let chain = error_chain(err);
+    let kind = if is_tls_failure(&chain) {
         ErrorKind::Tls
     } else if err.is::<io::Error>() {
         ErrorKind::Connect
@@ -239,7 +233,7 @@ fn map_error(err: impl Error + 'static) -> FetchError {
         ErrorKind::Protocol
     };
     // hyper's own message is often only "connection error": add the root cause.
-    let root = causes[1..].last().map(|e| format!(": {e}"));
+    let root = chain[1..].last().map(|e| format!(": {e}"));
     FetchError::new(kind, format!("{err}{}", root.unwrap_or_default()))
 }
 

@@ -56,13 +56,12 @@
 //! `cargo test -p fetch-tokio` runs the conformance suite (every case the
 //! other models pass). `cargo bench -- tokio` runs its benchmark rows.
 
-use std::error::Error;
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fetch_core::response::{CappedBody, check_status};
+use fetch_core::tls::{error_chain, is_tls_failure};
 use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
 use fetch_core::{Model, Options, Outcome, Run, fetch_one};
 use reqwest::Client;
@@ -186,14 +185,7 @@ async fn attempt(client: &Client, url: &str, options: &Options) -> Result<Fetche
 
 /// reqwest's errors, mapped into fetch-core's kinds.
 fn map_error(err: reqwest::Error) -> FetchError {
-    // rustls's handshake errors (an untrusted certificate) come wrapped in
-    // io::Errors, whose `source()` skips the error they wrap: step into them.
-    let causes: Vec<_> =
-        std::iter::successors(err.source(), |&e| match e.downcast_ref::<io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as &(dyn Error + 'static)),
-            None => e.source(),
-        })
-        .collect();
+    let chain = error_chain(&err);
     // Order matters: a connect timeout is also a connect error, and so is a
     // failed TLS handshake.
     let kind = if err.is_timeout() {
@@ -202,7 +194,7 @@ fn map_error(err: reqwest::Error) -> FetchError {
         ErrorKind::Redirect
     } else if err.is_builder() {
         ErrorKind::InvalidUrl
-    } else if causes.iter().any(|e| e.is::<rustls::Error>()) {
+    } else if is_tls_failure(&chain) {
         ErrorKind::Tls
     } else if err.is_connect() {
         ErrorKind::Connect
@@ -211,8 +203,8 @@ fn map_error(err: reqwest::Error) -> FetchError {
         ErrorKind::Protocol
     };
     // reqwest's own message is only "error sending request": add the root cause.
-    let root = causes.last().map(|e| format!(": {e}")).unwrap_or_default();
-    FetchError::new(kind, format!("{err}{root}"))
+    let root = chain[1..].last().map(|e| format!(": {e}"));
+    FetchError::new(kind, format!("{err}{}", root.unwrap_or_default()))
 }
 
 /// The client a run shares: clones are cheap (an Arc) and share one pool, so
