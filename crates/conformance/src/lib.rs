@@ -117,6 +117,20 @@ fn ids(list: &[u64]) -> FaultSet {
     }
 }
 
+/// How many threads of this process have a name starting with `prefix`,
+/// read from /proc: a thread started and not yet joined counts whatever it
+/// is doing. For a blocking model's own tests, which check that it starts
+/// threads for the URLs it has, not for its limit (each model names its
+/// threads: `fetch-{n}`, `fetch-rayon-{n}`). Linux only.
+#[cfg(target_os = "linux")]
+pub fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task lists this process's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
 // ------------------------------------------------------------------ cases
 
 /// Case 1: Every page fetched, parsed, and equal to what the mock server served.

@@ -15,14 +15,9 @@ use fetch_core::{CancelToken, Model, Options};
 use fetch_rayon::Rayon;
 use mock_server::{Latency, MockConfig, MockServer};
 
-/// The pool's threads alive now, by the name the model gives them
-/// (`fetch-rayon-{n}`), read from /proc.
+/// The pool's threads alive now (the model names them `fetch-rayon-{n}`).
 fn pool_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task lists this process's threads")
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with("fetch-rayon"))
-        .count()
+    conformance::threads_named("fetch-rayon")
 }
 
 #[test]

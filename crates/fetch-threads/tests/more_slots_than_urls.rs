@@ -1,5 +1,5 @@
 //! `max_in_flight` far above the number of URLs: the model starts a thread
-//! only for a URL that is ready and finds no idle worker, so 50 URLs cost at
+//! per URL of its first batch, the URLs it actually has, so 50 URLs cost at
 //! most 50 threads, however large C is. (Before, it spawned C threads up
 //! front: at C = 100,000 the process aborted when the kernel's map limit
 //! left std no room for a thread's signal stack.)
@@ -15,15 +15,9 @@ use fetch_core::{CancelToken, Model, Options};
 use fetch_threads::Threads;
 use mock_server::{Latency, MockConfig, MockServer};
 
-/// The workers alive now: threads whose name starts with `fetch-` (the
-/// model names them `fetch-{n}`), read from /proc, so a thread started and
-/// not yet joined is counted whatever it is doing.
+/// The workers alive now (the model names them `fetch-{n}`).
 fn workers_alive() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task lists this process's threads")
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with("fetch-"))
-        .count()
+    conformance::threads_named("fetch-")
 }
 
 #[test]
