@@ -158,6 +158,12 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 /// of fetching (measured in the crate header).
 pub const MAX_POOL_THREADS: usize = 512;
 
+/// The pool's cap, with the reason a capped run prints.
+const POOL_CAP: (usize, &str) = (
+    MAX_POOL_THREADS,
+    "the pool is capped at 512 threads (see fetch-rayon)",
+);
+
 /// Fetches `urls` on a pool from `pool`, at most `max_in_flight` at a time
 /// (capped at [`MAX_POOL_THREADS`] and at what the OS lets this process
 /// start), handing each outcome to `on_outcome` (on the calling thread) as
@@ -181,11 +187,7 @@ pub fn fetch_all(
     let mut dispatch = Dispatch::new(urls, on_outcome);
     let (done_tx, done_rx) = mpsc::channel::<Outcome>();
     // Never more threads than the OS can start, nor than the pool's cap.
-    let cap = (
-        MAX_POOL_THREADS,
-        "the pool is capped at 512 threads (see fetch-rayon)",
-    );
-    let (max_in_flight, capped_by) = thread_limit(options, Some(cap));
+    let (max_in_flight, capped_by) = thread_limit(options, Some(POOL_CAP));
     // A rayon pool cannot grow, so the first batch decides its size: one
     // thread per URL in flight, so 50 URLs at a limit of 100,000 get 50.
     let first = dispatch.next_urls(&run, max_in_flight);
@@ -337,8 +339,7 @@ impl Model for Rayon {
     /// OS lets this process start: what the conformance suite checks the
     /// server's maximum in flight against.
     fn concurrency(&self, options: &Options) -> usize {
-        let cap = (MAX_POOL_THREADS, "");
-        thread_limit(options, Some(cap)).0
+        thread_limit(options, Some(POOL_CAP)).0
     }
 
     fn run_iter(
