@@ -7,6 +7,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
+use percent_encoding::percent_decode_str;
 
 use crate::body::MockBody;
 use crate::config::{Fault, fnv1a};
@@ -96,6 +97,21 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Respo
             }
             // The path and query came in on a valid request line, so they are valid
             // header bytes; this arm is only here so no input can panic the server.
+            Err(_) => *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+        }
+        return resp;
+    }
+
+    if let Some(location) = &q.location {
+        // Sent as given, however malformed: the point is to see what a
+        // client makes of it. Only bytes a header cannot carry (a newline)
+        // are refused, with a 400 from the query parser.
+        let status = q.status.unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        let mut resp = text(status, in_flight, &shared);
+        match HeaderValue::from_str(location) {
+            Ok(v) => {
+                resp.headers_mut().insert(LOCATION, v);
+            }
             Err(_) => *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
         }
         return resp;
@@ -245,6 +261,7 @@ pub(crate) struct Overrides {
     pub oversized_bytes: Option<u64>,
     pub redirect: u64,
     pub redirect_loop: bool,
+    pub location: Option<String>,
 }
 
 impl Overrides {
@@ -278,6 +295,13 @@ impl Overrides {
                 "oversized_bytes" => o.oversized_bytes = Some(number(k, v)?),
                 "redirect" => o.redirect = number(k, v)?,
                 "redirect_loop" => o.redirect_loop = flag(k, v)?,
+                "location" => {
+                    let value = percent_decode_str(v).decode_utf8_lossy();
+                    if HeaderValue::from_str(&value).is_err() {
+                        return Err(format!("location is not a valid header value: {v:?}"));
+                    }
+                    o.location = Some(value.into_owned());
+                }
                 _ => {}
             }
         }

@@ -11,7 +11,7 @@
 //!
 //! Each request goes through one handler (`handler.rs`), in this order: count
 //! it, parse query overrides, `hang` (never answers), wait the latency, then
-//! redirects, `status` overrides, `fail_once`, the configured error faults, and
+//! redirects (and `location`), `status` overrides, `fail_once`, the configured error faults, and
 //! finally the page — whole, dripped, cut off mid-body, or oversized.
 //!
 //! Latency is waited out on a dedicated timer thread (`timer.rs`) rather than

@@ -158,3 +158,17 @@ fn stats_endpoint_is_json_and_not_counted() {
     assert_eq!(stats.total_requests, 2);
     assert_eq!(stats.bytes_sent, 2 * 2048);
 }
+
+#[test]
+fn location_is_sent_as_given() {
+    let server = server();
+    let raw = raw_get(server.addr(), "/page/5?location=%3A%3Anot%20a%20url");
+    assert_eq!(raw.status(), 301);
+    assert_eq!(raw.header("location").as_deref(), Some("::not a url"));
+    let raw = raw_get(server.addr(), "/page/5?location=http%3A%2F%2F&status=307");
+    assert_eq!(raw.status(), 307);
+    assert_eq!(raw.header("location").as_deref(), Some("http://"));
+    // A newline cannot be sent in a header: a 400, not a panic.
+    let raw = raw_get(server.addr(), "/page/5?location=a%0Ab");
+    assert_eq!(raw.status(), 400);
+}
