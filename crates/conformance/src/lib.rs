@@ -49,6 +49,7 @@ macro_rules! suite {
             sends_the_configured_user_agent,
             cancel_interrupts_requests_in_flight,
             https_with_pinned_self_signed_cert,
+            redirects_end_the_same_way,
         );
     };
     (@cases $model:expr; $($case:ident),* $(,)?) => {
@@ -823,4 +824,73 @@ pub fn https_with_pinned_self_signed_cert(model: &dyn Model) {
     let srv = start(&expired);
     refused("expired", &srv.page_urls(4), expired.pem());
     assert_eq!(srv.stats().total_requests, 0);
+}
+
+/// Case: a redirect means the same in every model. fetch-core follows
+/// redirects for every client, resolving each `Location` against the URL
+/// that sent it and checking it like an input URL, so a bad `Location` ends
+/// with the same record kind whatever the model's client would have made of
+/// it. (Before, `Location: http://` ended as `redirect` in three models and
+/// as the 301 itself in tokio's; `ftp://` was `invalid_url` in two.) A
+/// chain counts as one attempt, and a retry starts again from the URL.
+pub fn redirects_end_the_same_way(model: &dyn Model) {
+    let srv = server(MockConfig::default());
+    let page = |id: u64, query: &str| format!("{}?{query}", srv.page_url(id));
+    let table: Vec<(String, Option<ErrorKind>)> = vec![
+        (page(1, "redirect=2"), None),
+        (page(2, "redirect_loop=1"), Some(ErrorKind::Redirect)),
+        (page(3, "redirect=3"), Some(ErrorKind::Redirect)),
+        // No host.
+        (page(4, "location=http%3A%2F%2F"), Some(ErrorKind::Redirect)),
+        // Not http(s).
+        (
+            page(5, "location=ftp%3A%2F%2Fexample%2Fx"),
+            Some(ErrorKind::Redirect),
+        ),
+        // Not an absolute URL: a path relative to /page/6, which the mock
+        // does not know.
+        (
+            page(6, "location=%3A%3Anot%20a%20url"),
+            Some(ErrorKind::HttpStatus),
+        ),
+        (page(7, "location=%2Fpage%2F8"), None),
+        // A redirect status without a `Location` is the final answer.
+        (page(9, "status=302"), Some(ErrorKind::HttpStatus)),
+        (page(10, "status=307&location=%2Fpage%2F11"), None),
+        // The target fails once: the retry starts from page 12 again.
+        (page(12, "location=%2Fpage%2F13%3Ffail_once%3D1"), None),
+    ];
+    let urls: Vec<String> = table.iter().map(|(u, _)| u.clone()).collect();
+    let options = build(options().max_redirects(2).retries(1));
+    let outcomes = run(model, &urls, &options);
+    for ((url, expected), o) in table.iter().zip(&outcomes) {
+        assert_eq!(kind(o), *expected, "{url}: {:?}", o.result);
+    }
+    let title = |o: &Outcome| o.result.as_ref().ok().and_then(|p| p.title.clone());
+    assert_eq!(title(&outcomes[0]).as_deref(), Some("Page 1"));
+    assert_eq!(title(&outcomes[6]).as_deref(), Some("Page 8"));
+    assert_eq!(title(&outcomes[8]).as_deref(), Some("Page 11"));
+    assert_eq!(title(&outcomes[9]).as_deref(), Some("Page 13"));
+    assert_eq!(status(&outcomes[5]), Some(404));
+    assert_eq!(status(&outcomes[7]), Some(302));
+    let attempts: Vec<u32> = outcomes.iter().map(|o| o.attempts).collect();
+    assert_eq!(attempts, [1, 1, 1, 1, 1, 1, 1, 1, 1, 2], "attempts per URL");
+    let stats = srv.stats();
+    let requests = |id| stats.requests_per_id.get(&id).copied().unwrap_or(0);
+    let expected = [
+        (1, 3),
+        (2, 3),
+        (3, 3),
+        (4, 1),
+        (5, 1),
+        (6, 1),
+        (7, 1),
+        (8, 1),
+    ];
+    let expected = expected
+        .into_iter()
+        .chain([(9, 1), (10, 1), (11, 1), (12, 2), (13, 2)]);
+    for (id, n) in expected {
+        assert_eq!(requests(id), n, "requests for page {id}");
+    }
 }

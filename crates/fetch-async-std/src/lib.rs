@@ -12,7 +12,7 @@
 //! per-URL path (`fetch_core::fetch_one`, in fetch-core's `fetch.rs`: retries,
 //! the race of each attempt against its budget and of the URL against cancel
 //! and the deadline, the panic guard) on async-std's timer, with one surf
-//! request (and its redirects) per attempt; the CPU stage leaves the executor
+//! request per hop of an attempt; the CPU stage leaves the executor
 //! for `spawn_blocking`.
 //!
 //! surf 2.3.2 and its http-client 6.5 leave four things to the caller:
@@ -25,11 +25,11 @@
 //!   timed. `fetch_one`'s race of the whole attempt (connect, TLS, head,
 //!   body) against its budget, on async-std's timer, is the only timeout.
 //! - **Redirects**: surf's `Redirect` middleware sends the final request twice
-//!   and returns the last 3xx when it runs out, so `send` follows them, with
-//!   fetch-core's `Redirects` (as fetch-smol does).
+//!   and returns the last 3xx when it runs out. It is not used: fetch-core
+//!   follows redirects for every model.
 //! - **Default headers**: `Config`'s headers (User-Agent, Accept-Encoding)
-//!   are not sent with a `Request` handed to `Client::send`, so `send` copies
-//!   them onto each request.
+//!   are not sent with a `Request` handed to `Client::send`, so `attempt`
+//!   copies them onto each request.
 //!
 //! # When to choose this
 //!
@@ -60,8 +60,8 @@
 //!
 //! Don't start a project from it: copy `fetch-smol`. To harden a surf
 //! codebase you cannot move yet, lift [`Client`] (a surf client per attempt,
-//! dropped when it fails), `read_body` (the cap enforced while reading, and
-//! the short body async-h1 does not report) and the redirect loop in `send`.
+//! dropped when it fails) and `attempt` (the default headers copied, the cap
+//! enforced while reading, and the short body async-h1 does not report).
 //! Your own processing of a page goes where fetch-core's CPU stage is,
 //! `fetch_core::parse::page`, which `fetch_one` runs on `spawn_blocking`.
 //! Building needs OpenSSL's headers (Debian: `pkg-config`, `libssl-dev`).
@@ -100,11 +100,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_std::task;
-use fetch_core::response::{CappedBody, Redirects, check_status};
+use fetch_core::response::{CappedBody, check_status};
 use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
 use fetch_core::{Model, Options, Outcome, Run, fetch_one};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use surf::Url;
 use surf::http::Method;
 use surf::http::headers::{self, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 
@@ -145,8 +146,8 @@ pub async fn fetch_all(
             // awaits it, and `fetch_one` races it against the attempt's
             // budget, so surf needs no timeout of its own.
             let work = async move {
-                fetch_one(&run, &Runtime, index, &url, |_budget| {
-                    attempt(&client, &url, run.options())
+                fetch_one(&run, &Runtime, index, &url, |url, _budget| {
+                    attempt(&client, url, run.options())
                 })
                 .await
             };
@@ -190,66 +191,43 @@ impl AsyncRuntime for Runtime {
     }
 }
 
-/// One attempt on a surf client of its own, reading the body up to the cap.
+/// One request on a surf client of its own, reading the body up to the cap.
 /// A success has read every body to its end, so it leaves its connection
 /// clean for the next request.
-async fn attempt(client: &Client, url: &str, options: &Options) -> Result<Fetched, FetchError> {
+async fn attempt(client: &Client, url: Url, options: &Options) -> Result<Fetched, FetchError> {
     // Given back only when the attempt ends clean (see `Client`): an error
     // returns early and drops it, and so does `fetch_one` dropping this
     // future at the budget or a cancel.
     let surf_client = client.checkout();
-    let mut response = send(&surf_client, url, options).await?;
+    // Built from a parsed `Url`: `Client::get(&str)` panics on a malformed
+    // one. surf documents `Config`'s headers as sent with every request, but
+    // only `get(&str)` and its siblings add them; `Client::send` of a built
+    // `Request` skips them: without this loop no User-Agent went out at all.
+    let mut request = surf::Request::new(Method::Get, url);
+    for (name, values) in &surf_client.config().headers {
+        request.insert_header(name, values);
+    }
+    let mut response = surf_client.send(request).await.map_err(map_error)?;
     let status = u16::from(response.status());
     let header = |name| response.header(name).map(|v| v.last().as_str());
     // A failure leaves the body unread: its connection goes with it.
-    check_status(status, header(RETRY_AFTER))?;
+    check_status(status, header(RETRY_AFTER), header(LOCATION))?;
     let content_type = header(CONTENT_TYPE).map(str::to_string);
-    let body = read_body(&mut response, options.max_body_bytes()).await?;
+    // Chunk by chunk as the connection delivers them: surf's `body_bytes()`
+    // has no cap at all. async-h1 ends a Content-Length body quietly at the
+    // connection's end: `finish` compares what was read with what was
+    // announced.
+    let announced = response.len().map(|len| len as u64);
+    let body = CappedBody::new(options.max_body_bytes(), announced)?;
+    let body = body
+        .read_from(&mut response, |e| map_error(e.into()))
+        .await?;
     client.checkin(surf_client);
     Ok(Fetched {
         status,
         body,
         content_type,
     })
-}
-
-/// One GET, following up to `max_redirects` redirects by hand (reqwest's
-/// `send` does it itself): the first response that is not a redirect.
-async fn send(
-    surf_client: &surf::Client,
-    url: &str,
-    options: &Options,
-) -> Result<surf::Response, FetchError> {
-    // Requests are built from a parsed `Url`: `Client::get(&str)` panics on a
-    // malformed one.
-    let mut redirects = Redirects::new(url, options.max_redirects())?;
-    loop {
-        let mut request = surf::Request::new(Method::Get, redirects.url().clone());
-        // surf documents `Config`'s headers as sent with every request, but
-        // only `client.get(&str)` and its siblings add them, and those panic
-        // on a malformed URL. `Client::send` of a built `Request` skips them:
-        // without this loop no User-Agent went out at all.
-        for (name, values) in &surf_client.config().headers {
-            request.insert_header(name, values);
-        }
-        let mut response = surf_client.send(request).await.map_err(map_error)?;
-        let location = response.header(LOCATION).map(|v| v.last().as_str());
-        if !redirects.follow(u16::from(response.status()), location)? {
-            return Ok(response);
-        }
-        // Read, so the connection is clean for the next hop.
-        read_body(&mut response, options.max_body_bytes()).await?;
-    }
-}
-
-/// Reads a body to its end in the chunks the connection delivers, and stops
-/// as soon as it passes `cap` (surf's `body_bytes()` has no cap at all).
-async fn read_body(response: &mut surf::Response, cap: u64) -> Result<Vec<u8>, FetchError> {
-    // async-h1 ends a Content-Length body quietly at the connection's end:
-    // `finish` compares what was read with what was announced.
-    let announced = response.len().map(|len| len as u64);
-    let body = CappedBody::new(cap, announced)?;
-    body.read_from(response, |e| map_error(e.into())).await
 }
 
 /// surf's errors, mapped into fetch-core's kinds. `surf::Error` (http-types'

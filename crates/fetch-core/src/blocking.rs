@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ureq::Agent;
+use ureq::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnector};
 
@@ -53,6 +54,7 @@ use crate::OnCancel;
 use crate::response::check_status;
 use crate::tls::{UreqTls, error_chain, is_tls_failure};
 use crate::{Dispatch, ErrorKind, FetchError, Fetched, Options, Run, fetch_one_blocking};
+use url::Url;
 
 /// A ureq agent configured from [`Options`]. Cheap to share by reference
 /// across threads: the agent's pool is behind a lock. Clones share the agent
@@ -72,7 +74,8 @@ impl BlockingClient {
         let config = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(options.connect_timeout()))
-            .max_redirects(options.max_redirects())
+            // fetch-core follows redirects, the same way for every model.
+            .max_redirects(0)
             .max_idle_connections(idle_per_host.max(1) * 4)
             .max_idle_connections_per_host(idle_per_host.max(1))
             .user_agent(options.user_agent())
@@ -132,16 +135,18 @@ impl BlockingClient {
     ) {
         let mut first = first.into_iter();
         while let Some((index, url)) = first.next().or_else(|| dispatch.next_url(run)) {
-            let outcome =
-                fetch_one_blocking(run, index, &url, |budget| self.attempt(run, &url, budget));
+            let outcome = fetch_one_blocking(run, index, &url, |url, budget| {
+                self.attempt(run, url, budget)
+            });
             dispatch.record(outcome);
         }
     }
 
-    /// One attempt within `budget` (connect, headers and body, end to end):
-    /// the final status, the body (capped) and its content type. What a
+    /// One request within `budget` (connect, headers and body, end to end),
+    /// following no redirect: the status, the body (capped) and its content
+    /// type, or an error (a non-2xx status is one, with its `Location`). What a
     /// blocking model hands to [`fetch_one_blocking`](crate::fetch_one_blocking).
-    pub fn attempt(&self, run: &Run, url: &str, budget: Duration) -> Result<Fetched, FetchError> {
+    pub fn attempt(&self, run: &Run, url: Url, budget: Duration) -> Result<Fetched, FetchError> {
         // A request the cancel interrupted fails with whatever its shut-down
         // socket said (an early EOF, a reset, `NotConnected` for one that
         // had not connected yet): the cancel is the cause, so that is the
@@ -155,20 +160,16 @@ impl BlockingClient {
         };
         let mut response = self
             .agent
-            .get(url)
+            .get(url.as_str())
             .config()
             .timeout_global(Some(budget))
             .build()
             .call()
             .map_err(map)?;
         let status = response.status().as_u16();
-        let retry_after = response.headers().get("retry-after");
-        check_status(status, retry_after.and_then(|v| v.to_str().ok()))?;
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+        check_status(status, header(RETRY_AFTER), header(LOCATION))?;
+        let content_type = header(CONTENT_TYPE).map(str::to_string);
         let body = response
             .body_mut()
             .with_config()
@@ -191,11 +192,11 @@ pub fn map_error(err: ureq::Error) -> FetchError {
         E::HostNotFound | E::ConnectionFailed => ErrorKind::Connect,
         E::BadUri(_) | E::Http(_) => ErrorKind::InvalidUrl,
         E::Tls(_) | E::Pem(_) | E::Rustls(_) | E::TlsRequired => ErrorKind::Tls,
-        E::TooManyRedirects | E::RedirectFailed => ErrorKind::Redirect,
         E::BodyExceedsLimit(_) => ErrorKind::BodyTooLarge,
         E::Io(io) => io_kind(io),
-        // StatusCode cannot happen (http_status_as_error is off); everything
-        // else is a response we could not make sense of.
+        // StatusCode cannot happen (http_status_as_error is off), nor can
+        // the redirect errors (max_redirects is 0); everything else is a
+        // response we could not make sense of.
         _ => ErrorKind::Protocol,
     };
     FetchError::new(kind, err.to_string())

@@ -4,11 +4,21 @@
 //! [`Outcome`].
 //!
 //! A model supplies only what is its own:
-//! - **one attempt** with its client: a closure that gets the attempt's time
-//!   budget and returns the [`Fetched`] response or a [`FetchError`];
+//! - **one attempt** with its client: a closure that gets a URL and the time
+//!   left in the attempt's budget, makes one request (following no
+//!   redirect), and returns the [`Fetched`] response or a [`FetchError`]
+//!   (any non-2xx status is one, from
+//!   [`check_status`](crate::response::check_status));
 //! - for an async model, its runtime's side ([`AsyncRuntime`]): how it sleeps
 //!   (a thread sleep would stall every task on the thread) and how it moves
 //!   CPU work off the threads that drive I/O.
+//!
+//! **Redirects** are followed here, inside one attempt and its budget: a
+//! redirect status with a `Location` sends the attempt's next request there
+//! ([`Redirects`]), up to [`Options::max_redirects`]. A retry starts again
+//! from the URL itself. A redirect's body is not read, so its connection is
+//! not reused; redirects are rare enough in a crawl that this costs less
+//! than reading bodies nobody wants.
 //!
 //! Two flavours, one behaviour: [`fetch_one_blocking`] for a thread that
 //! blocks in its client, [`fetch_one`] for a task on any async runtime.
@@ -34,6 +44,9 @@ use async_lock::Semaphore;
 use futures_lite::FutureExt as _;
 use futures_lite::future;
 
+use url::Url;
+
+use crate::response::Redirects;
 use crate::{ErrorKind, FetchError, Options, Outcome, Page, Run, parse, retry};
 
 /// What one successful attempt brings back: the final status (2xx), the
@@ -72,14 +85,15 @@ static CPU_SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
 /// take down a worker (and the URLs it would fetch next).
 ///
 /// The thread cannot be raced against cancel or the deadline: `attempt` must
-/// keep to its budget (which [`Run::attempt_timeout`] cuts short at the
-/// deadline), and a client that can be interrupted from outside (ureq's
-/// `Agent::shutdown`) ends it early on cancel.
+/// keep to the time it is given (what is left of the attempt's budget, which
+/// [`Run::attempt_timeout`] cuts short at the deadline), and a client that
+/// can be interrupted from outside (ureq's `Agent::shutdown`) ends it early
+/// on cancel.
 pub fn fetch_one_blocking(
     run: &Run,
     index: usize,
     url: &str,
-    mut attempt: impl FnMut(Duration) -> Result<Fetched, FetchError>,
+    mut attempt: impl FnMut(Url, Duration) -> Result<Fetched, FetchError>,
 ) -> Outcome {
     let started = Instant::now();
     // Counted outside the retry loop, so a panic does not lose the count.
@@ -89,7 +103,7 @@ pub fn fetch_one_blocking(
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         let fetched = retry::with_retries_blocking(run, |budget| {
             attempts.fetch_add(1, Ordering::Relaxed);
-            attempt(budget)
+            follow_blocking(run, url, budget, &mut attempt)
         })?;
         if !run.options().has_cpu_stage() {
             return Ok(page(fetched, run.options()));
@@ -112,11 +126,11 @@ pub async fn fetch_one<R, A, AF>(
     runtime: &R,
     index: usize,
     url: &str,
-    mut attempt: A,
+    attempt: A,
 ) -> Outcome
 where
     R: AsyncRuntime,
-    A: FnMut(Duration) -> AF,
+    A: Fn(Url, Duration) -> AF,
     AF: Future<Output = Result<Fetched, FetchError>>,
 {
     let started = Instant::now();
@@ -137,7 +151,7 @@ where
                         format!("no answer within {budget:?}"),
                     ))
                 };
-                attempt(budget).or(timed_out)
+                follow(run, url, budget, &attempt).or(timed_out)
             },
             |delay| runtime.sleep(delay),
         )
@@ -164,6 +178,52 @@ where
     // is kept.
     let result = guarded.or(stopped(run, runtime)).await;
     outcome(index, url, attempts.into_inner(), started, result)
+}
+
+/// One attempt on a blocking client: the request to `url` and to each
+/// redirect it leads to, all within `budget`.
+fn follow_blocking(
+    run: &Run,
+    url: &str,
+    budget: Duration,
+    attempt: &mut impl FnMut(Url, Duration) -> Result<Fetched, FetchError>,
+) -> Result<Fetched, FetchError> {
+    let started = Instant::now();
+    let mut redirects = Redirects::new(url, run.options().max_redirects())?;
+    loop {
+        let left = budget.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            let message = format!("no answer within {budget:?}");
+            return Err(FetchError::new(ErrorKind::Timeout, message));
+        }
+        let result = attempt(redirects.url().clone(), left);
+        match &result {
+            Err(answer) if redirects.follow(answer)? => {}
+            _ => return result,
+        }
+    }
+}
+
+/// One attempt on an async client: the request to `url` and to each
+/// redirect it leads to. The caller races the whole of it against `budget`.
+async fn follow<A, AF>(
+    run: &Run,
+    url: &str,
+    budget: Duration,
+    attempt: &A,
+) -> Result<Fetched, FetchError>
+where
+    A: Fn(Url, Duration) -> AF,
+    AF: Future<Output = Result<Fetched, FetchError>>,
+{
+    let mut redirects = Redirects::new(url, run.options().max_redirects())?;
+    loop {
+        let result = attempt(redirects.url().clone(), budget).await;
+        match &result {
+            Err(answer) if redirects.follow(answer)? => {}
+            _ => return result,
+        }
+    }
 }
 
 /// Completes when the run is cancelled or its deadline passes, with the reason.
@@ -213,6 +273,7 @@ mod tests {
 
     use super::*;
     use crate::CancelToken;
+    use crate::response::check_status;
 
     fn ok_page() -> Result<Fetched, FetchError> {
         Ok(Fetched {
@@ -251,7 +312,7 @@ mod tests {
         let (opts, cancel) = (options(), CancelToken::new());
         let run = Run::new(&opts, &cancel);
         let calls = Cell::new(0);
-        let attempt = |_| {
+        let attempt = |_, _| {
             calls.set(calls.get() + 1);
             if calls.get() == 1 {
                 Err(FetchError::http_status(503, None))
@@ -265,7 +326,7 @@ mod tests {
         assert_eq!((page.title.as_deref(), page.links), (Some("T"), 1));
 
         calls.set(0);
-        let o = future::block_on(fetch_one(&run, &Inline, 7, "http://h/", |_| {
+        let o = future::block_on(fetch_one(&run, &Inline, 7, "http://h/", |_, _| {
             calls.set(calls.get() + 1);
             let result = if calls.get() == 1 {
                 Err(FetchError::new(ErrorKind::Connect, "refused"))
@@ -283,7 +344,7 @@ mod tests {
         let (opts, cancel) = (options(), CancelToken::new());
         let run = Run::new(&opts, &cancel);
         let calls = Cell::new(0);
-        let o = fetch_one_blocking(&run, 0, "http://h/", |_| {
+        let o = fetch_one_blocking(&run, 0, "http://h/", |_, _| {
             calls.set(calls.get() + 1);
             if calls.get() < 3 {
                 return Err(FetchError::new(ErrorKind::Timeout, "slow"));
@@ -293,7 +354,7 @@ mod tests {
         assert_eq!(o.attempts, 3);
         assert_eq!(o.error_kind(), Some(ErrorKind::Panicked));
 
-        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_| async {
+        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_, _| async {
             panic!("the client broke")
         }));
         assert_eq!((o.attempts, o.error_kind()), (1, Some(ErrorKind::Panicked)));
@@ -308,7 +369,7 @@ mod tests {
             .unwrap();
         let cancel = CancelToken::new();
         let run = Run::new(&opts, &cancel);
-        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_| {
+        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_, _| {
             future::pending::<Result<Fetched, FetchError>>()
         }));
         assert_eq!(o.error_kind(), Some(ErrorKind::Timeout));
@@ -319,14 +380,72 @@ mod tests {
         let (opts, cancel) = (options(), CancelToken::new());
         let run = Run::new(&opts, &cancel);
         cancel.cancel();
-        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_| {
+        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_, _| {
             future::pending::<Result<Fetched, FetchError>>()
         }));
         assert_eq!(o.error_kind(), Some(ErrorKind::Cancelled));
-        let o = fetch_one_blocking(&run, 0, "http://h/", |_| ok_page());
+        let o = fetch_one_blocking(&run, 0, "http://h/", |_, _| ok_page());
         assert_eq!(
             (o.attempts, o.error_kind()),
             (0, Some(ErrorKind::Cancelled))
         );
+    }
+
+    /// A server of two pages: /a redirects to /b, /b answers; /loop
+    /// redirects to itself. Records every URL requested.
+    fn redirecting(
+        requested: &std::cell::RefCell<Vec<String>>,
+        url: Url,
+    ) -> Result<Fetched, FetchError> {
+        requested.borrow_mut().push(url.path().to_string());
+        let location = match url.path() {
+            "/a" => "b",
+            "/loop" => "/loop",
+            _ => return ok_page(),
+        };
+        check_status(302, None, Some(location)).map(|()| unreachable!("a 302 is an error"))
+    }
+
+    #[test]
+    fn redirects_are_followed_within_one_attempt() {
+        let (opts, cancel) = (options(), CancelToken::new());
+        let run = Run::new(&opts, &cancel);
+        let requested = std::cell::RefCell::new(Vec::new());
+        let o = fetch_one_blocking(&run, 0, "http://h/a", |url, _| redirecting(&requested, url));
+        assert_eq!((o.attempts, o.is_ok()), (1, true));
+        assert_eq!(*requested.borrow(), ["/a", "/b"]);
+
+        requested.borrow_mut().clear();
+        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/a", |url, _| {
+            let result = redirecting(&requested, url);
+            async move { result }
+        }));
+        assert_eq!((o.attempts, o.is_ok()), (1, true));
+        assert_eq!(*requested.borrow(), ["/a", "/b"]);
+
+        // Past the limit (5): `redirect`, not retried.
+        requested.borrow_mut().clear();
+        let o = fetch_one_blocking(&run, 0, "http://h/loop", |url, _| {
+            redirecting(&requested, url)
+        });
+        assert_eq!((o.attempts, o.error_kind()), (1, Some(ErrorKind::Redirect)));
+        assert_eq!(requested.borrow().len(), 6);
+    }
+
+    #[test]
+    fn a_retry_starts_again_from_the_url_itself() {
+        let (opts, cancel) = (options(), CancelToken::new());
+        let run = Run::new(&opts, &cancel);
+        let requested = std::cell::RefCell::new(Vec::new());
+        let o = fetch_one_blocking(&run, 0, "http://h/a", |url, _| {
+            let seen = requested.borrow().len();
+            if url.path() == "/b" && seen == 1 {
+                requested.borrow_mut().push("/b".to_string());
+                return Err(FetchError::http_status(503, None));
+            }
+            redirecting(&requested, url)
+        });
+        assert_eq!((o.attempts, o.is_ok()), (2, true));
+        assert_eq!(*requested.borrow(), ["/a", "/b", "/a", "/b"]);
     }
 }

@@ -86,8 +86,8 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// Why one URL failed: a kind, a human message, and for HTTP statuses the code
-/// and any `Retry-After` the server sent.
+/// Why one URL failed: a kind, a human message, and for HTTP statuses the code,
+/// any `Retry-After` the server sent and, for a redirect, its `Location`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct FetchError {
@@ -95,6 +95,7 @@ pub struct FetchError {
     message: String,
     status: Option<u16>,
     retry_after: Option<Duration>,
+    location: Option<String>,
 }
 
 impl FetchError {
@@ -104,6 +105,7 @@ impl FetchError {
             message: message.into(),
             status: None,
             retry_after: None,
+            location: None,
         }
     }
 
@@ -115,6 +117,17 @@ impl FetchError {
             message: format!("HTTP status {status}"),
             status: Some(status),
             retry_after,
+            location: None,
+        }
+    }
+
+    /// The same error carrying the `Location` its response sent: for a
+    /// redirect status, where the per-URL path goes next (see
+    /// [`crate::response::Redirects`]).
+    pub fn with_location(self, location: Option<&str>) -> Self {
+        FetchError {
+            location: location.map(str::to_owned),
+            ..self
         }
     }
 
@@ -142,6 +155,10 @@ impl FetchError {
     /// The server's `Retry-After`, when it sent one with an error status.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+    }
+    /// The `Location` the server sent with a redirect status.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
     }
 }
 

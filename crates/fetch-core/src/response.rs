@@ -1,17 +1,23 @@
-//! What an async client adapter does with a response, whatever its client:
-//! the status check and the body cap. Every async model's `attempt` (reqwest,
-//! surf, hyper) makes the same decisions, and they are the contract, not the
-//! model: a non-2xx status is an `http_status` error carrying the server's
-//! `Retry-After` ([`check_status`]); a body stops being read the moment it
-//! passes [`Options::max_body_bytes`](crate::Options::max_body_bytes), and
-//! one shorter than its `Content-Length` is a `protocol` error
-//! ([`CappedBody`]). Reading the chunks stays with the client, the only one
-//! that knows how. (ureq caps the blocking models' bodies itself: see
-//! `blocking.rs`.)
+//! What a client adapter does with a response, whatever its client: the
+//! status check, the body cap, and where a redirect leads. Every model's
+//! `attempt` (ureq, reqwest, surf, hyper) makes the same decisions, and they
+//! are the contract, not the model: a non-2xx status is an `http_status`
+//! error carrying the server's `Retry-After` and `Location`
+//! ([`check_status`]); a body stops being read the moment it passes
+//! [`Options::max_body_bytes`](crate::Options::max_body_bytes), and one
+//! shorter than its `Content-Length` is a `protocol` error ([`CappedBody`]).
+//! Reading the chunks stays with the client, the only one that knows how.
+//! (ureq caps the blocking models' bodies itself: see `blocking.rs`.)
 //!
-//! A client that follows no redirects itself (hyper's bare `client::conn` in
-//! the smol model, surf in async-std's) follows them with [`Redirects`]:
-//! which responses redirect, where to, and how many hops.
+//! **Redirects** are followed by the per-URL path (`fetch.rs`), the same way
+//! for every model, with [`Redirects`]: no client follows one itself. Each
+//! client has its own idea of a bad `Location` (measured before this was
+//! shared: `Location: http://` ended as "too many redirects" in ureq, as the
+//! 301 itself in reqwest, as "empty host" in surf and hyper; an `ftp://`
+//! target was an invalid URL for two clients and followed by the others), so
+//! the same page ended with different record kinds in different models. Here
+//! the `Location` is resolved against the URL that sent it (WHATWG rules) and
+//! checked like an input URL, whatever the client.
 
 use std::io;
 
@@ -20,15 +26,20 @@ use url::Url;
 
 use crate::{ErrorKind, FetchError, check_url, retry};
 
-/// A final status checked: a 2xx passes; anything else is an `http_status`
-/// error with the server's `Retry-After` (its seconds form, see
-/// [`retry::parse_retry_after`]), which the retry policy honours.
-pub fn check_status(status: u16, retry_after: Option<&str>) -> Result<(), FetchError> {
+/// A status checked: a 2xx passes; anything else is an `http_status` error
+/// with the server's `Retry-After` (its seconds form, see
+/// [`retry::parse_retry_after`]), which the retry policy honours, and its
+/// `Location`, which the per-URL path follows if the status is a redirect.
+pub fn check_status(
+    status: u16,
+    retry_after: Option<&str>,
+    location: Option<&str>,
+) -> Result<(), FetchError> {
     if (200..300).contains(&status) {
         return Ok(());
     }
     let retry_after = retry_after.and_then(retry::parse_retry_after);
-    Err(FetchError::http_status(status, retry_after))
+    Err(FetchError::http_status(status, retry_after).with_location(location))
 }
 
 /// A response body gathered chunk by chunk under a cap: an endless body costs
@@ -120,9 +131,10 @@ impl CappedBody {
 /// ```text
 /// let mut redirects = Redirects::new(url, options.max_redirects())?;
 /// loop {
-///     let response = send(redirects.url()).await?;
-///     if !redirects.follow(status, location)? {
-///         break response; // the final response
+///     let result = attempt(redirects.url().clone()).await;
+///     match &result {
+///         Err(answer) if redirects.follow(answer)? => {} // go on
+///         _ => break result,                              // the final answer
 ///     }
 /// }
 /// ```
@@ -149,17 +161,17 @@ impl Redirects {
         &self.url
     }
 
-    /// Reads a response's head: `true` if it is a redirect (301, 302, 303,
-    /// 307 or 308 with a `Location`), and [`url`](Self::url) is now where it
-    /// points; `false` if it is the response to read (a redirect status
-    /// without a `Location` is one: [`check_status`] fails it). A redirect
+    /// Reads a failed request's answer: `true` if it is a redirect (301,
+    /// 302, 303, 307 or 308 with a `Location`, from [`check_status`]), and
+    /// [`url`](Self::url) is now where it points; `false` if it is the final
+    /// answer (a redirect status without a `Location` is one). A redirect
     /// past `max`, or to something other than an http(s) URL, is a
     /// `redirect` error. The `Location` is checked by the same rules as an
     /// input URL ([`check_url`]), so a redirect cannot request what the
     /// input may not.
-    pub fn follow(&mut self, status: u16, location: Option<&str>) -> Result<bool, FetchError> {
-        let is_redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
-        let Some(location) = location.filter(|_| is_redirect) else {
+    pub fn follow(&mut self, answer: &FetchError) -> Result<bool, FetchError> {
+        let is_redirect = matches!(answer.status(), Some(301 | 302 | 303 | 307 | 308));
+        let Some(location) = answer.location().filter(|_| is_redirect) else {
             return Ok(false);
         };
         let error = |why: String| FetchError::new(ErrorKind::Redirect, why);
@@ -168,7 +180,8 @@ impl Redirects {
         }
         let next = self.url.join(location);
         let next = next.map_err(|e| error(format!("Location {location:?}: {e}")))?;
-        self.url = check_url(next.as_str()).map_err(|e| error(e.message().to_owned()))?;
+        self.url = check_url(next.as_str())
+            .map_err(|e| error(format!("Location {location:?}: {}", e.message())))?;
         self.followed += 1;
         Ok(true)
     }
@@ -182,13 +195,14 @@ mod tests {
 
     #[test]
     fn a_non_2xx_status_carries_its_retry_after() {
-        assert_eq!(check_status(204, Some("5")), Ok(()));
-        let error = check_status(503, Some(" 7 ")).unwrap_err();
+        assert_eq!(check_status(204, Some("5"), None), Ok(()));
+        let error = check_status(503, Some(" 7 "), None).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::HttpStatus);
         assert_eq!(error.status(), Some(503));
         assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
-        let error = check_status(302, Some("soon")).unwrap_err();
+        let error = check_status(302, Some("soon"), Some("/next")).unwrap_err();
         assert_eq!((error.status(), error.retry_after()), (Some(302), None));
+        assert_eq!(error.location(), Some("/next"));
     }
 
     #[test]
@@ -216,19 +230,31 @@ mod tests {
 
     #[test]
     fn redirects_are_followed_up_to_the_limit() {
+        let answer = |status, location| check_status(status, None, location).unwrap_err();
         let mut redirects = Redirects::new("http://h/a/b", 2).unwrap();
-        assert!(!redirects.follow(200, Some("/x")).unwrap());
-        assert!(!redirects.follow(302, None).unwrap());
-        assert!(redirects.follow(301, Some("c?d=1")).unwrap());
+        assert!(!redirects.follow(&answer(404, Some("/x"))).unwrap());
+        assert!(!redirects.follow(&answer(304, Some("/x"))).unwrap());
+        assert!(!redirects.follow(&answer(302, None)).unwrap());
+        let timeout = FetchError::new(ErrorKind::Timeout, "slow");
+        assert!(!redirects.follow(&timeout).unwrap());
+        assert!(redirects.follow(&answer(301, Some("c?d=1"))).unwrap());
         assert_eq!(redirects.url().as_str(), "http://h/a/c?d=1");
-        assert!(redirects.follow(308, Some("https://other:8443/")).unwrap());
+        let other = answer(308, Some("https://other:8443/"));
+        assert!(redirects.follow(&other).unwrap());
         assert_eq!(redirects.url().as_str(), "https://other:8443/");
-        let error = redirects.follow(307, Some("/again")).unwrap_err();
+        let error = redirects.follow(&answer(307, Some("/again"))).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Redirect);
 
-        let mut redirects = Redirects::new("http://h/", 5).unwrap();
-        let error = redirects.follow(303, Some("ftp://h/file")).unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Redirect);
-        assert_eq!(redirects.url().as_str(), "http://h/");
+        // Not an http(s) URL, no host: `redirect`, and the URL stays.
+        for location in ["ftp://h/file", "http://", "http://exa mple/"] {
+            let mut redirects = Redirects::new("http://h/", 5).unwrap();
+            let error = redirects.follow(&answer(303, Some(location))).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Redirect, "{location}");
+            assert_eq!(redirects.url().as_str(), "http://h/");
+        }
+        // Not an absolute URL: a path relative to the one that sent it.
+        let mut redirects = Redirects::new("http://h/a/b", 5).unwrap();
+        assert!(redirects.follow(&answer(302, Some("::not a url"))).unwrap());
+        assert_eq!(redirects.url().as_str(), "http://h/a/::not%20a%20url");
     }
 }

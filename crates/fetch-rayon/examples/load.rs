@@ -166,7 +166,9 @@ fn compare_par_iter(
             list.par_iter()
                 .enumerate()
                 .map(|(index, url)| {
-                    fetch_one_blocking(&run, index, url, |budget| client.attempt(&run, url, budget))
+                    fetch_one_blocking(&run, index, url, |url, budget| {
+                        client.attempt(&run, url, budget)
+                    })
                 })
                 .collect::<Vec<_>>()
         })

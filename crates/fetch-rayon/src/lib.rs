@@ -225,8 +225,8 @@ pub fn fetch_all(
             // `fetch_one_blocking` catches panics from ureq and the CPU
             // stage.
             scope.spawn(move |_| {
-                let outcome = fetch_one_blocking(run, index, &url, |budget| {
-                    client.attempt(run, &url, budget)
+                let outcome = fetch_one_blocking(run, index, &url, |url, budget| {
+                    client.attempt(run, url, budget)
                 });
                 // Cannot fail: the outcome channel outlives the scope.
                 let _ = done.send(outcome);

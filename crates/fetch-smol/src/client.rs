@@ -1,5 +1,5 @@
 //! The HTTP client smol leaves us to write, on hyper 1's low-level
-//! `client::conn` API: connections, TLS, redirects and the connect timeout.
+//! `client::conn` API: connections, TLS and the connect timeout.
 //!
 //! tokio users get all of this from reqwest. smol has no HTTP client, and
 //! hyper's `client::conn` is deliberately bare: one `SendRequest` per
@@ -14,8 +14,6 @@
 //!   platform's roots plus `Options::extra_roots`, a self-signed certificate
 //!   the user passed accepted as pinned, and the `ring` provider passed in
 //!   explicitly (no process-wide default to install or to clash with).
-//! - **Redirects.** Followed by hand (`Client::get`), with fetch-core's
-//!   `response::Redirects` deciding where to and how many.
 //! - **Timeouts.** Nothing in hyper or async-io times out by itself: every
 //!   limit is a race, and the loser is dropped. fetch-core races each
 //!   attempt against its budget; the connect timeout is raced here, against
@@ -24,15 +22,15 @@
 //!   request and put back only once the response head has arrived.
 //!
 //! The status check and the body cap are fetch-core's (`response.rs`), used
-//! by `attempt` in lib.rs as the tokio model uses them.
+//! by `attempt` in lib.rs as the tokio model uses them; so are redirects,
+//! which fetch-core follows for every model.
 
-use fetch_core::response::Redirects;
 use fetch_core::{ErrorKind, FetchError};
 use futures_rustls::pki_types::ServerName;
 use http_body_util::Empty;
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{ACCEPT_ENCODING, HOST, LOCATION, USER_AGENT};
+use hyper::header::{ACCEPT_ENCODING, HOST, USER_AGENT};
 use hyper::{Request, Response};
 use smol::future::FutureExt as _;
 use smol::io::{AsyncRead, AsyncWrite};
@@ -76,43 +74,35 @@ impl Client {
         self.idle.lock().await.extend(slot.into_inner());
     }
 
-    /// A GET of `url`, redirects followed, each hop on the slot's connection
-    /// when it is to the same origin and still open, else on a new one:
-    /// the final response's head, its body still to be read.
-    pub async fn get(&self, slot: &Slot, url: &str) -> Result<Response<Incoming>, FetchError> {
-        let mut redirects = Redirects::new(url, self.options.max_redirects())?;
-        loop {
-            let url = redirects.url();
-            let reused = slot.lock().await.take();
-            let mut conn = match reused {
-                Some(conn) if conn.origin == url.origin() => conn,
-                // Boxed: a TLS handshake's state is about 16 KB; unboxed, it
-                // would sit in every worker's future for its whole life.
-                _ => Box::pin(self.connect(url)).await?,
-            };
-            // Err when the server closed it while idle, or hyper closed it
-            // because the last body was abandoned (a redirect's body is left
-            // unread). A close racing with our request still fails it:
-            // `protocol`, which the policy retries.
-            if conn.sender.ready().await.is_err() {
-                conn = Box::pin(self.connect(url)).await?;
-            }
-            let request = Request::get(&url[Position::BeforePath..Position::AfterQuery])
-                .header(HOST, &url[Position::BeforeHost..Position::BeforePath])
-                .header(USER_AGENT, self.options.user_agent())
-                // Bodies are counted and parsed as received: ask for no
-                // compression.
-                .header(ACCEPT_ENCODING, "identity")
-                .body(Empty::new())
-                .map_err(|e| FetchError::new(ErrorKind::InvalidUrl, e.to_string()))?;
-            let response = conn.sender.send_request(request).await.map_err(map_error)?;
-            *slot.lock().await = Some(conn);
-            let location = response.headers().get(LOCATION);
-            let location = location.and_then(|v| v.to_str().ok());
-            if !redirects.follow(response.status().as_u16(), location)? {
-                return Ok(response);
-            }
+    /// A GET of `url` on the slot's connection when it is to the same
+    /// origin and still open, else on a new one: the response's head, its
+    /// body still to be read.
+    pub async fn get(&self, slot: &Slot, url: &Url) -> Result<Response<Incoming>, FetchError> {
+        let reused = slot.lock().await.take();
+        let mut conn = match reused {
+            Some(conn) if conn.origin == url.origin() => conn,
+            // Boxed: a TLS handshake's state is about 16 KB; unboxed, it
+            // would sit in every worker's future for its whole life.
+            _ => Box::pin(self.connect(url)).await?,
+        };
+        // Err when the server closed it while idle, or hyper closed it
+        // because the last body was abandoned (a failed attempt's body, a
+        // redirect's, is left unread). A close racing with our request still
+        // fails it: `protocol`, which the policy retries.
+        if conn.sender.ready().await.is_err() {
+            conn = Box::pin(self.connect(url)).await?;
         }
+        let request = Request::get(&url[Position::BeforePath..Position::AfterQuery])
+            .header(HOST, &url[Position::BeforeHost..Position::BeforePath])
+            .header(USER_AGENT, self.options.user_agent())
+            // Bodies are counted and parsed as received: ask for no
+            // compression.
+            .header(ACCEPT_ENCODING, "identity")
+            .body(Empty::new())
+            .map_err(|e| FetchError::new(ErrorKind::InvalidUrl, e.to_string()))?;
+        let response = conn.sender.send_request(request).await.map_err(map_error)?;
+        *slot.lock().await = Some(conn);
+        Ok(response)
     }
 
     /// TCP, then TLS for https, then hyper's handshake, within the connect

@@ -28,9 +28,9 @@
 //!
 //! smol has no HTTP client. What tokio users get from reqwest, `client.rs`
 //! builds on hyper 1's bare `client::conn`: the pool is one connection per
-//! worker (handed on to the next run's workers); redirects are followed by
-//! hand; TLS is futures-rustls; and the connect timeout is a race with
-//! `smol::Timer`.
+//! worker (handed on to the next run's workers); TLS is futures-rustls; and
+//! the connect timeout is a race with `smol::Timer`. (Redirects are
+//! fetch-core's, for every model.)
 //!
 //! async-std is discontinued and its authors point to smol: this crate is
 //! where fetch-async-std migrates to.
@@ -85,10 +85,11 @@ use fetch_core::{Model, Options, Outcome, Run, fetch_one};
 use futures_rustls::TlsConnector;
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
-use hyper::header::{CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use smol::channel::{Sender, bounded, unbounded};
 use smol::lock::Mutex;
 use smol::{Executor, Timer};
+use url::Url;
 
 use crate::client::{Conn, Slot};
 
@@ -145,8 +146,8 @@ pub async fn fetch_all(
                     let work = async move {
                         let slot = client.slot().await;
                         while let Ok((index, url)) = job_queue.recv().await {
-                            let outcome = fetch_one(&run, &Runtime, index, &url, |_budget| {
-                                attempt(&client, &slot, &url)
+                            let outcome = fetch_one(&run, &Runtime, index, &url, |url, _budget| {
+                                attempt(&client, &slot, url)
                             })
                             .await;
                             // Fails only if `fetch_all` was dropped, which
@@ -194,13 +195,13 @@ impl AsyncRuntime for Runtime {
     }
 }
 
-/// One attempt on the worker's connection: the request and its redirects
-/// (`client.rs`), then the status and the body, frame by frame up to the cap.
-async fn attempt(client: &Client, slot: &Slot, url: &str) -> Result<Fetched, FetchError> {
-    let mut response = client.get(slot, url).await?;
+/// One request on the worker's connection (`client.rs`), then the status
+/// and the body, frame by frame up to the cap.
+async fn attempt(client: &Client, slot: &Slot, url: Url) -> Result<Fetched, FetchError> {
+    let mut response = client.get(slot, &url).await?;
     let status = u16::from(response.status());
     let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
-    check_status(status, header(RETRY_AFTER))?;
+    check_status(status, header(RETRY_AFTER), header(LOCATION))?;
     let content_type = header(CONTENT_TYPE).map(str::to_string);
     let cap = client.options.max_body_bytes();
     let mut body = CappedBody::new(cap, response.size_hint().exact())?;

@@ -237,8 +237,9 @@ fn worker(
     // valid receiver: nothing panics while holding it.
     let next_job = || jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
     while let Ok((index, url)) = next_job() {
-        let outcome =
-            fetch_one_blocking(run, index, &url, |budget| client.attempt(run, &url, budget));
+        let outcome = fetch_one_blocking(run, index, &url, |url, budget| {
+            client.attempt(run, url, budget)
+        });
         // Cannot fail: the outcome channel outlives the scope.
         let _ = done.send(outcome);
     }

@@ -65,7 +65,8 @@ use fetch_core::tls::{error_chain, is_tls_failure};
 use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
 use fetch_core::{Model, Options, Outcome, Run, fetch_one};
 use reqwest::Client;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::Url;
+use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use tokio::task::{self, JoinSet};
 
 /// How long a pooled connection may sit idle. Below the shortest keep-alive
@@ -113,8 +114,8 @@ pub async fn fetch_all(
             // awaits it, and `fetch_one` races it against the attempt's
             // budget, so reqwest needs no request timeout of its own.
             let work = async move {
-                fetch_one(&run, &Runtime, index, &url, |_budget| {
-                    attempt(&client, &url, run.options())
+                fetch_one(&run, &Runtime, index, &url, |url, _budget| {
+                    attempt(&client, url, run.options())
                 })
                 .await
             };
@@ -160,13 +161,13 @@ impl AsyncRuntime for Runtime {
     }
 }
 
-/// One attempt with the shared client, reading the body up to the cap.
-/// reqwest follows the redirects itself (see `build_client`).
-async fn attempt(client: &Client, url: &str, options: &Options) -> Result<Fetched, FetchError> {
+/// One request with the shared client, reading the body up to the cap.
+/// fetch-core follows redirects (see `build_client`).
+async fn attempt(client: &Client, url: Url, options: &Options) -> Result<Fetched, FetchError> {
     let mut response = client.get(url).send().await.map_err(map_error)?;
     let status = u16::from(response.status());
     let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
-    check_status(status, header(RETRY_AFTER))?;
+    check_status(status, header(RETRY_AFTER), header(LOCATION))?;
     let content_type = header(CONTENT_TYPE).map(str::to_string);
     // Chunk by chunk: an endless body costs at most the cap, and the response
     // (with its connection) is dropped as soon as the cap is passed. Its
@@ -190,8 +191,6 @@ fn map_error(err: reqwest::Error) -> FetchError {
     // failed TLS handshake.
     let kind = if err.is_timeout() {
         ErrorKind::Timeout
-    } else if err.is_redirect() {
-        ErrorKind::Redirect
     } else if err.is_builder() {
         ErrorKind::InvalidUrl
     } else if is_tls_failure(&chain) {
@@ -218,11 +217,12 @@ pub fn build_client(options: &Options) -> Result<Client, FetchError> {
     // express (see fetch_core::tls).
     let tls = fetch_core::tls::client_config(options)
         .map_err(|e| FetchError::new(ErrorKind::Tls, e.to_string()))?;
-    let max_redirects = options.max_redirects() as usize;
     Client::builder()
         .user_agent(options.user_agent())
         .connect_timeout(options.connect_timeout())
-        .redirect(reqwest::redirect::Policy::limited(max_redirects))
+        // fetch-core follows redirects, the same way for every model: reqwest
+        // would resolve a bad `Location` its own way.
+        .redirect(reqwest::redirect::Policy::none())
         // An idle connection kept for each task that may want one: with fewer,
         // the surplus is closed after each response and reopened for the next.
         .pool_max_idle_per_host(options.max_in_flight())
