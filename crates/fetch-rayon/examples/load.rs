@@ -133,10 +133,11 @@ fn compare_par_iter(
     let c = options.max_in_flight();
     let client = BlockingClient::new(options, c);
     let cancel = CancelToken::new();
-    // One pool for both: `fetch_all` takes it from `pools` (which already
-    // has c threads), `par_iter` runs on it through `install`.
-    let pools = fetch_rayon::Pool::new();
-    let pool = pools.at_least(c).ok_or("could not start a thread")?;
+    // Two pools of c threads: `fetch_all` builds its own in `pools` (the
+    // warm-up's first batch is c URLs), `par_iter` runs on this one through
+    // `install`.
+    let pools = fetch_rayon::Pool::default();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(c).build()?;
     let warm = server.page_urls(c as u64 * 4);
     let time = |name: &str, fetch: &dyn Fn() -> Vec<Outcome>| {
         let started = Instant::now();

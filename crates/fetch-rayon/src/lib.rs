@@ -25,7 +25,8 @@
 //! to fill the slots) and asks for a pool of that many threads. 50 URLs at
 //! C = 100,000 get 50 threads; before, the pool was built with C threads up
 //! front, and that run fetched nothing in 150 s. The pool is kept between
-//! runs and replaced only by a larger one. C itself is capped at
+//! runs (fetch-core's `Cached`, as the agent is) and replaced by a larger one
+//! when a run needs more threads, or when the options change. C itself is capped at
 //! [`MAX_POOL_THREADS`] (512, measured below) and at the threads the OS lets
 //! this process start (`fetch_core::blocking::thread_budget`; past some
 //! limits a started thread aborts the process), with a line on stderr when
@@ -146,8 +147,7 @@
 //! `-- --par-iter --latency-ms 10 --concurrency 20 --urls 2000 --sigma 2` for
 //! the batching comparison; see the README).
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, Sender};
 
 use fetch_core::blocking::{BlockingClient, say_capped, thread_limit};
 use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, fetch_one_blocking};
@@ -163,6 +163,12 @@ const POOL_CAP: (usize, &str) = (
     MAX_POOL_THREADS,
     "the pool is capped at 512 threads (see fetch-rayon)",
 );
+
+/// The pool a run uses, kept between runs with the same options and
+/// replaced when a run needs more threads than it has (runs of 4 and then
+/// 50 URLs build two pools, runs of 50 and then 4 build one); `None` if not
+/// one thread could be started.
+pub type Pool = Cached<Option<ThreadPool>>;
 
 /// Fetches `urls` on a pool from `pool`, at most `max_in_flight` at a time
 /// (capped at [`MAX_POOL_THREADS`] and at what the OS lets this process
@@ -198,39 +204,44 @@ pub fn fetch_all(
     if first.is_empty() {
         return dispatch.finish(&run);
     }
-    let Some(pool) = pool.at_least(first.len()) else {
-        // Not one thread: the calling thread fetches alone.
-        client.fetch_in_turn(&run, &mut dispatch, first);
-        return dispatch.finish(&run);
+    // One URL, start to end, on the pool thread that runs it. A panic in a
+    // task would reach the caller only when the scope ends, and its URL's
+    // outcome would never come, so the dispatcher would wait for it forever.
+    // None can: `fetch_one_blocking` catches panics from ureq and the CPU
+    // stage, and the channel reports errors as values.
+    let fetch = |(index, url): (usize, String), done: &Sender<Outcome>| {
+        let outcome = fetch_one_blocking(&run, index, &url, |url, budget| {
+            client.attempt(&run, url, budget)
+        });
+        // Cannot fail: the outcome channel outlives the scope.
+        let _ = done.send(outcome);
     };
-    // A slot is a free pool thread. A task spawned with no thread free would
-    // wait in rayon's queue, its URL read but not in flight. (Only the URLs
-    // read above can end up there, if the OS refused some threads.)
-    let max_in_flight = max_in_flight.min(pool.current_num_threads());
-    if max_in_flight < first.len() {
-        let why = "the OS refused some of the pool's threads";
-        say_capped("rayon", options.max_in_flight(), max_in_flight, why);
-    }
+    // The pool kept from an earlier run if it is large enough, else a new
+    // one (the old one's threads exit once idle).
+    let large_enough = |p: &Option<ThreadPool>| {
+        p.as_ref()
+            .is_some_and(|p| p.current_num_threads() >= first.len())
+    };
+    let pool = pool.get_unshared_or_build(options, large_enough, |_| build_pool(first.len()));
 
     // A scope's tasks borrow the client, the run and the channel, and all
     // end before `in_place_scope` returns: no `Arc`, as with scoped
     // threads. The closure runs on this thread; only the tasks go to the
     // pool.
+    let Some(pool) = pool.as_ref() else {
+        // Not one thread: the calling thread fetches alone.
+        client.fetch_in_turn(&run, &mut dispatch, first);
+        return dispatch.finish(&run);
+    };
     pool.in_place_scope(|scope| {
-        let start = |(index, url): (usize, String)| {
-            let (run, done) = (&run, done_tx.clone());
-            // A panic in a task would reach the caller only when the scope
-            // ends, and its URL's outcome would never come, so the
-            // dispatcher would wait for it forever. None can:
-            // `fetch_one_blocking` catches panics from ureq and the CPU
-            // stage.
-            scope.spawn(move |_| {
-                let outcome = fetch_one_blocking(run, index, &url, |url, budget| {
-                    client.attempt(run, url, budget)
-                });
-                // Cannot fail: the outcome channel outlives the scope.
-                let _ = done.send(outcome);
-            });
+        // A slot is a free pool thread. A task spawned with no thread free
+        // would wait in rayon's queue, its URL read but not in flight. (Only
+        // the URLs read above can end up there, if the OS refused some
+        // threads.)
+        let max_in_flight = max_in_flight.min(pool.current_num_threads());
+        let start = |job| {
+            let done = done_tx.clone();
+            scope.spawn(move |_| fetch(job, &done));
         };
         first.into_iter().for_each(&start);
         loop {
@@ -258,55 +269,24 @@ pub fn fetch_all(
     dispatch.finish(&run)
 }
 
-/// The model's rayon pool, kept between runs and replaced only when a run
-/// needs more threads than it has: runs of 4 and then 50 URLs build two
-/// pools, runs of 50 and then 4 build one.
-#[derive(Default)]
-pub struct Pool {
-    current: Mutex<Option<Arc<ThreadPool>>>,
-}
-
-impl Pool {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A pool of at least `threads` threads: the one kept if it is large
-    /// enough, else a new one, kept in its place. Fewer threads if the OS
-    /// refuses some; `None` if not one could be started.
-    pub fn at_least(&self, threads: usize) -> Option<Arc<ThreadPool>> {
-        // Nothing panics while this lock is held but `build_pool`, which
-        // leaves the slot empty or as it was: still a valid slot.
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(pool) = current
-            .as_ref()
-            .filter(|p| p.current_num_threads() >= threads)
-        {
-            return Some(Arc::clone(pool));
-        }
-        // Dropped first: a dropped rayon pool's threads exit once idle,
-        // making room for the new one's. (A run still using it keeps it
-        // alive through its `Arc` until it returns.)
-        *current = None;
-        let pool = Arc::new(build_pool(threads)?);
-        *current = Some(Arc::clone(&pool));
-        Some(pool)
-    }
-}
-
-/// A pool of `size` threads, or the largest half, quarter, ... of it the
-/// system lets us start: out of threads (EAGAIN from RLIMIT_NPROC,
-/// threads-max, a cgroup limit), rayon's `build` fails as a whole, so we ask
-/// for fewer. Fewer in flight is slower, never wrong. `None` if not even one
-/// thread could be started.
-fn build_pool(size: usize) -> Option<ThreadPool> {
-    let mut size = size.max(1);
+/// A pool of up to `count` threads: the largest half, quarter, ... of it
+/// the OS lets us start, said once on stderr if fewer. Out of threads
+/// (EAGAIN from RLIMIT_NPROC, threads-max, a cgroup limit), rayon's `build`
+/// fails as a whole, so we ask for fewer. Fewer in flight is slower, never
+/// wrong. `None` if not even one thread could be started.
+fn build_pool(count: usize) -> Option<ThreadPool> {
+    let mut size = count.max(1);
     loop {
         let built = ThreadPoolBuilder::new()
             .num_threads(size)
             .thread_name(|n| format!("fetch-rayon-{n}"))
             .build();
         match built {
+            Ok(pool) if size < count => {
+                let why = "the OS refused some of the pool's threads";
+                say_capped("rayon", count, size, why);
+                return Some(pool);
+            }
             Ok(pool) => return Some(pool),
             Err(_) if size > 1 => size /= 2,
             Err(_) => return None,
@@ -315,9 +295,8 @@ fn build_pool(size: usize) -> Option<ThreadPool> {
 }
 
 /// The rayon model, for the CLI, the benches and the conformance suite.
-/// It keeps its pool between runs (growing it when a run needs more
-/// threads), and its agent between runs with the same options, until a
-/// cancel shuts the agent down.
+/// It keeps its pool between runs with the same options (growing it when a
+/// run needs more threads), and its agent until a cancel shuts it down.
 #[derive(Default)]
 pub struct Rayon {
     client: Cached<BlockingClient>,
