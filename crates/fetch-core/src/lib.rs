@@ -17,8 +17,9 @@
 //! - [`Run`] (`run.rs`): the run's options, deadline and cancel token, and
 //!   the time budget of the next attempt; [`CancelToken`] (`cancel.rs`).
 //! - [`fetch_one`] and [`fetch_one_blocking`] (`fetch.rs`): the per-URL path
-//!   every model calls: attempts, retries, the panic guard, the race against
-//!   cancel and deadline, the CPU stage (one slot per core) and the outcome.
+//!   every model calls: attempts, redirects, retries, the panic guard, the
+//!   race against cancel and deadline, the CPU stage (one slot per core) and
+//!   the outcome.
 //! - [`retry`]: which failures are retried, how long to wait, and the loop.
 //! - [`parse`]: the CPU stage (HTML parsing with `scraper`, plus optional
 //!   extra work). A copier puts their own processing of a page here.
@@ -36,7 +37,7 @@
 //! |---|---|
 //! | `fetch_all` | the model: its scheduling loop over a [`Dispatch`] |
 //! | `build_client` | the client (and runtime) a run shares, from [`Options`] |
-//! | `attempt` | one attempt with that client, returning [`Fetched`] |
+//! | `attempt` | one request with that client (no redirect followed: fetch-core follows them), returning [`Fetched`] |
 //! | `map_error` | the client's errors into [`ErrorKind`]s |
 //! | `in_flight` | the requests (tasks, jobs) started and not yet reported |
 //! | `exhausted` | the input has no more URLs |
