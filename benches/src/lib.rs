@@ -65,3 +65,27 @@ pub fn run_ok(model: &dyn Model, urls: &[String], options: &Options) -> usize {
         .filter(|o| o.is_ok())
         .count()
 }
+
+/// The CPU stage's parse as fetch-core did it before its streaming parse:
+/// a whole DOM (scraper, html5ever's tree builder), then the first `title`'s
+/// text and the `a[href]` elements. The reference the parse bench and the
+/// corpus check (`examples/parse_corpus.rs`) compare against.
+pub fn dom_parse(body: &[u8]) -> (Option<String>, usize) {
+    use std::sync::LazyLock;
+
+    use scraper::{Html, Selector};
+    // Constant selectors: parsing them cannot fail.
+    static TITLE: LazyLock<Selector> =
+        LazyLock::new(|| Selector::parse("title").expect("constant selector"));
+    static LINKS: LazyLock<Selector> =
+        LazyLock::new(|| Selector::parse("a[href]").expect("constant selector"));
+    let text = String::from_utf8_lossy(body);
+    let doc = Html::parse_document(&text);
+    let title = doc
+        .select(&TITLE)
+        .next()
+        .map(|t| t.text().collect::<Vec<_>>().join(" "))
+        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|t| !t.is_empty());
+    (title, doc.select(&LINKS).count())
+}

@@ -21,7 +21,7 @@
 //!   race against cancel and deadline, the CPU stage (one slot per core) and
 //!   the outcome.
 //! - [`retry`]: which failures are retried, how long to wait, and the loop.
-//! - [`parse`]: the CPU stage (HTML parsing with `scraper`, plus optional
+//! - [`parse`]: the CPU stage (a streaming HTML parse with `lol_html`, plus optional
 //!   extra work). A copier puts their own processing of a page here.
 //! - [`Model`]: the trait the CLI, the benches and the conformance suite use;
 //!   [`Cached`] keeps a model's client between runs.

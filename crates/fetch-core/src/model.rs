@@ -20,6 +20,18 @@ pub trait Model: Send + Sync {
         options.max_in_flight()
     }
 
+    /// Whether a crash while fetching one URL (an abort, a segfault in C
+    /// code) costs only the URLs in flight beside it rather than the whole
+    /// run. A panic is caught per URL in every model; a crash ends the
+    /// process, so only a model that fetches in child processes survives
+    /// one. Such a model records each URL lost with a crash as `panicked`,
+    /// with a message saying which process died and how, and fetches the
+    /// rest; the conformance suite checks that, and skips the check for the
+    /// models that run in one process.
+    fn isolates_crashes(&self) -> bool {
+        false
+    }
+
     /// The streaming form, which every model implements: fetches every URL
     /// from `urls` and hands each outcome to `on_outcome` as it finishes.
     ///
