@@ -5,8 +5,11 @@
 //! - `fetchlab run`: fetches a real URL list with one model, one JSON line
 //!   per URL.
 //! - `fetchlab mock`: runs the mock server in the foreground.
+//! - `fetchlab lessons`: runs the article's mistakes beside their fixes and
+//!   prints what the server and the runtime observed.
 
 mod compare;
+mod lessons;
 mod mock;
 mod run;
 
@@ -42,6 +45,11 @@ enum Command {
     Mock(mock::MockArgs),
     /// List the available models, one name per line (for scripts).
     Models,
+    /// Run the article's mistakes beside their fixes against a local mock server; print a table.
+    Lessons(lessons::LessonsArgs),
+    /// One worker process of `lessons processes-vs-threads-vs-tasks`.
+    #[command(hide = true)]
+    LessonWorker(lessons::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +67,8 @@ fn main() -> ExitCode {
                 .for_each(|n| println!("{n}"));
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Lessons(args)) => lessons::lessons(&args),
+        Some(Command::LessonWorker(args)) => lessons::worker(args),
     };
     match result {
         Ok(code) => code,

@@ -61,7 +61,9 @@ enum Kind {
 impl MockBody {
     /// An empty body: the request stops counting now, as the response is produced.
     pub(crate) fn empty(in_flight: Option<InFlight>) -> MockBody {
-        drop(in_flight);
+        if let Some(guard) = in_flight {
+            guard.finish();
+        }
         MockBody {
             kind: Kind::Empty,
             in_flight: None,
@@ -124,6 +126,23 @@ impl MockBody {
             kind: Kind::Oversized { remaining: len },
             in_flight: Some(in_flight),
             counters: Some(counters),
+        }
+    }
+}
+
+impl MockBody {
+    fn finish(&mut self) {
+        if let Some(guard) = self.in_flight.take() {
+            guard.finish();
+        }
+    }
+
+    /// For a response whose body hyper never polls (`HEAD`): it is complete
+    /// once its head is written, so the guard, still released when hyper drops
+    /// the body, must not count it as unfinished.
+    pub(crate) fn mark_finished(&mut self) {
+        if let Some(guard) = &mut self.in_flight {
+            guard.mark_finished();
         }
     }
 }
@@ -213,11 +232,12 @@ impl Body for MockBody {
                 }
                 if last {
                     // Before returning the frame: see the module comment.
-                    this.in_flight = None;
+                    this.finish();
                 }
                 Poll::Ready(Some(Ok(Frame::data(bytes))))
             }
             Step::Abort => {
+                // Dropped, not finished: a body cut off is an unfinished response.
                 this.in_flight = None;
                 Poll::Ready(Some(Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
@@ -225,7 +245,7 @@ impl Body for MockBody {
                 ))))
             }
             Step::End => {
-                this.in_flight = None;
+                this.finish();
                 Poll::Ready(None)
             }
         }

@@ -7,8 +7,10 @@ use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Method, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
@@ -287,9 +289,18 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.keep_alive_idle);
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(handler::handle(req, shared).await) }
+        // hyper never polls a HEAD response's body, so the body cannot tell
+        // the `unfinished` counter that it was sent in full; we tell it here.
+        let head = req.method() == Method::HEAD;
+        async move {
+            let mut resp = handler::handle(req, shared).await;
+            if head {
+                resp.body_mut().mark_finished();
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     // Errors here are the client going away, an idle timeout, or our own reset
     // fault: all expected, none worth reporting.

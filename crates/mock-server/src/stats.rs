@@ -22,6 +22,13 @@ pub struct Stats {
     pub in_flight: u64,
     /// The largest `in_flight` seen since start or the last reset.
     pub max_in_flight: u64,
+    /// Requests that started and stopped being in flight without their
+    /// response being completed: the client closed the connection first (it
+    /// gave up, timed out, or dropped the request), a `hang` ended, a `reset`
+    /// cut the body, or the server shut down. Counted when the request stops
+    /// being in flight, so `total_requests - in_flight - unfinished` is the
+    /// number of responses completed.
+    pub unfinished: u64,
     /// TCP connections accepted (for TLS too: counted before the handshake).
     pub connections: u64,
     /// Response body bytes handed to hyper for sending (excluding `/__stats`).
@@ -41,6 +48,7 @@ pub(crate) struct Counters {
     total_requests: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    unfinished: AtomicU64,
     connections: AtomicU64,
     bytes_sent: AtomicU64,
     // A std Mutex is right here: held for one map update, never across an `.await`.
@@ -106,6 +114,7 @@ impl Counters {
             total_requests: self.total_requests.load(SeqCst),
             in_flight: self.in_flight.load(SeqCst),
             max_in_flight: self.max_in_flight.load(SeqCst),
+            unfinished: self.unfinished.load(SeqCst),
             connections: self.connections.load(SeqCst),
             bytes_sent: self.bytes_sent.load(SeqCst),
             user_agents: seen.user_agents,
@@ -115,6 +124,7 @@ impl Counters {
 
     pub(crate) fn reset(&self) {
         self.total_requests.store(0, SeqCst);
+        self.unfinished.store(0, SeqCst);
         self.connections.store(0, SeqCst);
         self.bytes_sent.store(0, SeqCst);
         lock(&self.per_id).clear();
@@ -131,8 +141,16 @@ impl Counters {
 /// exactly once, when this is dropped. The response body drops it just before it
 /// yields its last data frame (or its error frame), and hyper drops it with the
 /// body if the connection goes away first.
+///
+/// Whether the response was completed is decided by *how* it goes: through
+/// [`InFlight::finish`] (the body handed over its last frame, or an empty
+/// response was produced) or by a plain drop, which counts it `unfinished`.
+/// A drop is the default so that every path nobody thought of (a connection
+/// closed mid-latency, a handler future dropped at shutdown) counts as what it
+/// is: a request that started and was never answered in full.
 pub(crate) struct InFlight {
     counters: Arc<Counters>,
+    finished: bool,
 }
 
 impl InFlight {
@@ -142,12 +160,31 @@ impl InFlight {
         counters.max_in_flight.fetch_max(now, SeqCst);
         InFlight {
             counters: Arc::clone(counters),
+            finished: false,
         }
+    }
+
+    /// The response was completed: stop counting this request as in flight
+    /// without counting it as unfinished.
+    pub(crate) fn finish(mut self) {
+        self.finished = true;
+    }
+
+    /// The response is complete although its body will never be polled (a
+    /// `HEAD` response): the guard stays until hyper drops the body, as
+    /// before, but its drop will not count it as unfinished.
+    pub(crate) fn mark_finished(&mut self) {
+        self.finished = true;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        // `unfinished` first: a test that waits for `in_flight == 0` and then
+        // reads `unfinished` must see this request counted.
+        if !self.finished {
+            self.counters.unfinished.fetch_add(1, SeqCst);
+        }
         self.counters.in_flight.fetch_sub(1, SeqCst);
     }
 }
@@ -170,5 +207,24 @@ mod tests {
         assert_eq!(c.snapshot().in_flight, 0);
         assert!(c.trip_fail_once(3));
         assert!(!c.trip_fail_once(3));
+    }
+
+    #[test]
+    fn unfinished_counts_guards_dropped_without_finish() {
+        let c = Arc::new(Counters::default());
+        InFlight::start(&c).finish();
+        drop(InFlight::start(&c));
+        let mut head = InFlight::start(&c);
+        head.mark_finished();
+        drop(head);
+        let s = c.snapshot();
+        assert_eq!((s.total_requests, s.in_flight, s.unfinished), (3, 0, 1));
+        // A request cut off after a reset counts after it: the counter is a
+        // count of endings, not of the requests started since the reset.
+        let late = InFlight::start(&c);
+        c.reset();
+        drop(late);
+        let s = c.snapshot();
+        assert_eq!((s.total_requests, s.in_flight, s.unfinished), (0, 0, 1));
     }
 }
