@@ -866,7 +866,9 @@ fn record(o: &Outcome) -> Record<'_> {
         index: o.index,
         links: page.map(|p| p.links),
         ok: page.is_some(),
-        status: page.map(|p| p.status).or_else(|| error.and_then(|e| e.status())),
+        status: page
+            .map(|p| p.status)
+            .or_else(|| error.and_then(|e| e.status())),
         title: page.and_then(|p| p.title.as_deref()),
         url: &o.url,
     }
