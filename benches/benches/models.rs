@@ -37,9 +37,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
-use criterion::{
-    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group};
 use fetch_core::{Model, Options};
 use fetchlab_benches::{Reference, run_ok};
 use mock_server::{Latency, MockConfig, MockServer};
@@ -176,4 +174,18 @@ fn tail(c: &mut Criterion) {
 }
 
 criterion_group!(benches, latency_bound, throughput_bound, cpu_heavy, tail);
-criterion_main!(benches);
+
+/// `criterion_main!`, with one thing first: the processes model starts this
+/// program again as its workers, with the argument `worker` (as fetchlab
+/// does), so that is checked before criterion reads the arguments.
+fn main() -> std::process::ExitCode {
+    let worker = std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "worker");
+    if worker {
+        return fetch_processes::worker_main();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    std::process::ExitCode::SUCCESS
+}

@@ -50,6 +50,7 @@ macro_rules! suite {
             cancel_interrupts_requests_in_flight,
             https_with_pinned_self_signed_cert,
             redirects_end_the_same_way,
+            a_crash_costs_the_urls_in_flight_beside_it,
         );
     };
     (@cases $model:expr; $($case:ident),* $(,)?) => {
@@ -892,5 +893,78 @@ pub fn redirects_end_the_same_way(model: &dyn Model) {
         .chain([(9, 1), (10, 1), (11, 1), (12, 2), (13, 2)]);
     for (id, n) in expected {
         assert_eq!(requests(id), n, "requests for page {id}");
+    }
+}
+
+/// The text a URL carries, in its query string, to crash the process that
+/// fetches it: for a model that isolates crashes
+/// ([`Model::isolates_crashes`]), whose test build must end the process
+/// (an abort, as a segfault in C code would) when it starts a URL
+/// containing this text. The mock server ignores the parameter.
+pub const CRASH_MARKER: &str = "fetchlab_crash_worker";
+
+/// Case: a crash costs the URLs in flight beside it, not the run. Only for
+/// a model that fetches in child processes (`isolates_crashes`); every
+/// other model runs in one process, where a crash ends the run, and skips
+/// it. One URL crashes its process: that URL and the others that process
+/// had in flight (at most C, all near it in the input) are `panicked`,
+/// every other URL is fetched, the run goes on past the crash, and none is
+/// requested twice: a lost URL is recorded, not retried elsewhere.
+pub fn a_crash_costs_the_urls_in_flight_beside_it(model: &dyn Model) {
+    if !model.isolates_crashes() {
+        eprintln!(
+            "skipped: {} runs in one process, which a crash ends (isolates_crashes is false)",
+            model.name()
+        );
+        return;
+    }
+    let srv = server(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(20)),
+        ..MockConfig::default()
+    });
+    let (n, crash) = (60, 9);
+    let mut urls = srv.page_urls(n);
+    urls[crash] = format!("{}?{CRASH_MARKER}=1", srv.page_url(crash as u64));
+    let opts = build(options().max_in_flight(4).retries(0));
+    let c = model.concurrency(&opts);
+    let outcomes = run(model, &urls, &opts);
+    assert_eq!(
+        kind(&outcomes[crash]),
+        Some(ErrorKind::Panicked),
+        "the URL that crashed: {:?}",
+        outcomes[crash].result
+    );
+    let lost: Vec<&Outcome> = outcomes.iter().filter(|o| !o.is_ok()).collect();
+    assert!(lost.len() <= c, "{} URLs lost to one crash", lost.len());
+    for o in &lost {
+        assert_eq!(
+            kind(o),
+            Some(ErrorKind::Panicked),
+            "page {}: {:?}",
+            o.index,
+            o.result
+        );
+        assert!(
+            o.index.abs_diff(crash) < c,
+            "page {} was lost, far from the crash at {crash}",
+            o.index
+        );
+    }
+    let stats = srv.stats();
+    for o in &outcomes {
+        let requests = stats
+            .requests_per_id
+            .get(&(o.index as u64))
+            .copied()
+            .unwrap_or(0);
+        if o.is_ok() {
+            assert_eq!(requests, 1, "page {} fetched once", o.index);
+        } else {
+            assert!(
+                requests <= 1,
+                "lost page {} requested {requests} times",
+                o.index
+            );
+        }
     }
 }

@@ -73,8 +73,9 @@ pub trait AsyncRuntime {
     ) -> impl Future<Output = Result<T, FetchError>> + Send;
 }
 
-/// One CPU-stage slot per core, shared by every model and run in the process.
-static CPU_SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+/// One CPU-stage slot per core, shared by every model and run in the process
+/// (and by `machine.rs`, the per-URL path's third flavour).
+pub(crate) static CPU_SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Arc::new(Semaphore::new(cores))
 });
@@ -246,12 +247,12 @@ async fn stopped<R: AsyncRuntime>(run: &Run, runtime: &R) -> Result<Page, FetchE
         .unwrap_or_else(|| FetchError::new(ErrorKind::Deadline, "global deadline passed")))
 }
 
-fn page(fetched: Fetched, options: &Options) -> Page {
+pub(crate) fn page(fetched: Fetched, options: &Options) -> Page {
     let content_type = fetched.content_type.as_deref();
     parse::page(fetched.status, &fetched.body, content_type, options)
 }
 
-fn outcome(
+pub(crate) fn outcome(
     index: usize,
     url: &str,
     attempts: u32,

@@ -77,8 +77,9 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// After attempt number `attempts` ended in `result`: either the final
-/// result, or the delay before the next attempt.
-fn next_step<T>(
+/// result, or the delay before the next attempt. (Also the step of
+/// `machine.rs`, which drives the same policy by hand.)
+pub(crate) fn next_step<T>(
     run: &Run,
     attempts: u32,
     result: Result<T, FetchError>,

@@ -45,6 +45,9 @@ enum Command {
     Mock(mock::MockArgs),
     /// List the available models, one name per line (for scripts).
     Models,
+    /// One worker process of the `processes` model: jobs on stdin, outcomes on stdout.
+    #[command(hide = true)]
+    Worker,
     /// Run the article's mistakes beside their fixes against a local mock server; print a table.
     Lessons(lessons::LessonsArgs),
     /// One worker process of `lessons processes-vs-threads-vs-tasks`.
@@ -67,6 +70,8 @@ fn main() -> ExitCode {
                 .for_each(|n| println!("{n}"));
             Ok(ExitCode::SUCCESS)
         }
+        // The processes model starts this program again with `worker`.
+        Some(Command::Worker) => Ok(fetch_processes::worker_main()),
         Some(Command::Lessons(args)) => lessons::lessons(&args),
         Some(Command::LessonWorker(args)) => lessons::worker(args),
     };

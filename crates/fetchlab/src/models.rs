@@ -17,6 +17,12 @@ const MODELS: &[(&str, Constructor)] = &[
     ("tokio", || Box::new(fetch_tokio::Tokio::new())),
     ("async-std", || Box::new(fetch_async_std::AsyncStd::new())),
     ("smol", || Box::new(fetch_smol::Smol::new())),
+    ("mio", || Box::new(fetch_mio::Mio::new())),
+    // Its workers are this program again, with the hidden `worker` subcommand.
+    ("processes", || {
+        let worker = fetch_processes::WorkerCommand::this_program(["worker"]);
+        Box::new(fetch_processes::Processes::new(worker))
+    }),
 ];
 
 /// Every model's name, in table order.

@@ -45,6 +45,29 @@ const ASYNC: [&str; 5] = [
 /// guard that makes a cancel interrupt requests in flight.
 const BLOCKING: [&str; 2] = ["fetch_one_blocking(", "shut_down_on_cancel(&run)"];
 
+/// What a model that runs another model in worker processes adds instead
+/// (it is neither: its waiting happens in its workers, whose per-URL path is
+/// fetch-core's): it starts the processes, a guard kills and reaps every
+/// child however the run ends, a cancel reaches the children, and it
+/// promises that a crash costs one worker's URLs.
+const IN_PROCESSES: [&str; 4] = [
+    "Command::new(",
+    "impl Drop for ",
+    "on_cancel(",
+    "fn isolates_crashes(",
+];
+
+/// What an event loop written by hand adds (mio): fetch-core's per-URL path
+/// as a sans-IO state machine it drives (`machine.rs`), its own client
+/// adapter, and a cancel hook that wakes its poll.
+const HAND_DRIVEN: [&str; 5] = [
+    "UrlMachine::start(",
+    "fn attempt(",
+    "fn map_error(",
+    "fn build_client(",
+    "on_cancel(",
+];
+
 /// The per-URL ritual lives in fetch-core (`fetch.rs`); a model that writes
 /// its own copy again has drifted. And names an earlier version used for
 /// ideas that now have one name.
@@ -96,11 +119,16 @@ fn problems(model: &str, source: &str) -> Vec<String> {
     } else {
         &CONCURRENT[..]
     };
-    let required =
-        SHARED
-            .iter()
-            .chain(concurrent)
-            .chain(if is_async { &ASYNC[..] } else { &BLOCKING[..] });
+    let kind = if is_async {
+        &ASYNC[..]
+    } else if source.contains("UrlMachine::start(") {
+        &HAND_DRIVEN[..]
+    } else if source.contains("Command::new(") {
+        &IN_PROCESSES[..]
+    } else {
+        &BLOCKING[..]
+    };
+    let required = SHARED.iter().chain(concurrent).chain(kind);
     for name in required {
         if !source.contains(name) {
             found.push(format!("{model}: does not use `{name}`"));
@@ -120,11 +148,21 @@ fn crates_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The crate a model lives in: `fetch-{model}`, except for a model that is
+/// another one with a different parameter (`per-core` is `local` with one
+/// loop per core).
+fn crate_of(model: &str) -> &str {
+    match model {
+        "per-core" => "local",
+        other => other,
+    }
+}
+
 #[test]
 fn every_model_crate_has_the_same_sections_and_names() {
     let mut all = Vec::new();
     for model in fetchlab::models::names() {
-        let path = crates_dir().join(format!("fetch-{model}/src/lib.rs"));
+        let path = crates_dir().join(format!("fetch-{}/src/lib.rs", crate_of(model)));
         let source = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{model}: cannot read {}: {e}", path.display()));
         all.extend(problems(model, &source));
@@ -161,4 +199,20 @@ fn the_check_catches_drift() {
         "impl AsyncRuntime for Runtime fetch_one(",
     );
     assert_eq!(problems("async", &async_without_adapter).len(), 3);
+
+    let processes = good.replace(
+        "fetch_one_blocking( shut_down_on_cancel(&run)",
+        "Command::new( on_cancel( fn isolates_crashes( }\nimpl Drop for Pool {",
+    );
+    assert_eq!(problems("processes", &processes), Vec::<String>::new());
+    let no_guard = processes.replace("impl Drop for Pool", "impl Pool");
+    assert_eq!(problems("no guard", &no_guard).len(), 1);
+
+    let hand_driven = good.replace(
+        "fetch_one_blocking( shut_down_on_cancel(&run)",
+        "UrlMachine::start( fn attempt( fn map_error( fn build_client( on_cancel(",
+    );
+    assert_eq!(problems("hand-driven", &hand_driven), Vec::<String>::new());
+    let unmapped = hand_driven.replace("fn map_error(", "fn kinds(");
+    assert_eq!(problems("unmapped", &unmapped).len(), 1);
 }

@@ -1,0 +1,3 @@
+conformance::suite!(fetch_processes::Processes::new(
+    env!("CARGO_BIN_EXE_fetch-processes-worker").into()
+));
