@@ -20,6 +20,10 @@
 //!   every model calls: attempts, redirects, retries, the panic guard, the
 //!   race against cancel and deadline, the CPU stage (one slot per core) and
 //!   the outcome.
+//! - [`UrlMachine`] (`machine.rs`): the same per-URL path as a sans-IO state
+//!   machine, for a model that drives its own event loop (fetch-mio): it
+//!   says what to do next (a request, a wait, the CPU stage, the outcome)
+//!   and the loop does it.
 //! - [`retry`]: which failures are retried, how long to wait, and the loop.
 //! - [`parse`]: the CPU stage (a streaming HTML parse with `lol_html`, plus optional
 //!   extra work). A copier puts their own processing of a page here.
