@@ -156,12 +156,38 @@ fl_count_threads() {
   echo "$n"
 }
 
+# fl_tree PID — "threads fds rss_kb" summed over PID and every process below
+# it (a model with worker processes is its whole tree), from one `ps` and
+# /proc; "0 0 0" once PID is gone.
+fl_tree() {
+  local pids p threads=0 fds=0 rss=0 n
+  mapfile -t pids < <(ps -e -o pid=,ppid= 2>/dev/null | awk -v root="$1" '
+    { parent[$1] = $2; order[NR] = $1 }
+    END {
+      keep[root] = 1; changed = 1
+      while (changed) { changed = 0
+        for (i = 1; i <= NR; i++) { q = order[i]
+          if (!(q in keep) && (parent[q] in keep)) { keep[q] = 1; changed = 1 } } }
+      for (q in keep) print q }')
+  for p in "${pids[@]}"; do
+    [[ -r /proc/$p/status ]] || continue
+    n=$(fl_count_threads "$p"); threads=$((threads + n))
+    n=$(fl_count_fds "$p"); fds=$((fds + n))
+    n=$(awk '/^VmRSS:/ { print $2; exit }' /proc/"$p"/status 2>/dev/null || true)
+    rss=$((rss + ${n:-0}))
+  done
+  echo "$threads $fds $rss"
+}
+
 # fl_measure TIMEOUT_S CMD... — run CMD under `timeout` and /usr/bin/time,
 # sampling its thread and fd counts (and the mock's fds, if FL_MOCK_PID is
 # set) every ~50 ms unless FL_SAMPLE=0 (throughput runs: the sampler costs a
 # little CPU on a two-core machine). CMD's stdout/stderr go to $FL_TMP/run.out / run.err.
 # Sets: M_STATUS (exit status; 124 = timed out), M_RSS_KB, M_USER_S, M_SYS_S,
-# M_WALL_S, M_THREADS, M_FDS, M_MOCK_FDS.
+# M_WALL_S, M_THREADS, M_FDS, M_MOCK_FDS. Threads and fds are summed over
+# CMD's process tree, and so is M_RSS_KB when the sampled sum of the tree's
+# RSS is larger than time's peak: time reports the largest single process,
+# which would count a model with worker processes as its biggest one.
 #
 # /usr/bin/time wraps `timeout`, which wraps CMD: time's rusage comes from
 # wait4 on timeout, which includes the children timeout has reaped, so peak
@@ -178,11 +204,14 @@ fl_measure() {
     >"$FL_TMP/run.out" 2>"$FL_TMP/run.err" &
   local tpid=$! pid="" n
   M_THREADS=0 M_FDS=0 M_MOCK_FDS=0
+  local tree_rss=0 t_threads t_fds t_rss
   while kill -0 "$tpid" 2>/dev/null; do
     if [[ -z $pid && -s $pidf ]]; then read -r pid <"$pidf" || pid=""; FL_RUN_PID=$pid; fi
     if [[ -n $pid && $FL_SAMPLE == 1 ]]; then
-      n=$(fl_count_threads "$pid"); ((n > M_THREADS)) && M_THREADS=$n
-      n=$(fl_count_fds "$pid"); ((n > M_FDS)) && M_FDS=$n
+      read -r t_threads t_fds t_rss <<<"$(fl_tree "$pid")"
+      ((t_threads > M_THREADS)) && M_THREADS=$t_threads
+      ((t_fds > M_FDS)) && M_FDS=$t_fds
+      ((t_rss > tree_rss)) && tree_rss=$t_rss
     fi
     if [[ -n ${FL_MOCK_PID:-} && $FL_SAMPLE == 1 ]]; then
       n=$(fl_count_fds "$FL_MOCK_PID"); ((n > M_MOCK_FDS)) && M_MOCK_FDS=$n
@@ -197,6 +226,7 @@ fl_measure() {
   line=$(tail -n1 "$tf" 2>/dev/null || true)
   read -r M_RSS_KB M_USER_S M_SYS_S M_WALL_S <<<"$line" || true
   [[ ${M_RSS_KB:-} =~ ^[0-9]+$ ]] || { M_RSS_KB=""; M_USER_S=""; M_SYS_S=""; M_WALL_S=""; }
+  if [[ -n $M_RSS_KB ]] && ((tree_rss > M_RSS_KB)); then M_RSS_KB=$tree_rss; fi
 }
 
 # fl_status_note STATUS TIMEOUT_S — a words-only reading of an exit status.
