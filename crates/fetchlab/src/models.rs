@@ -18,6 +18,8 @@ const MODELS: &[(&str, Constructor)] = &[
     ("async-std", || Box::new(fetch_async_std::AsyncStd::new())),
     ("smol", || Box::new(fetch_smol::Smol::new())),
     ("mio", || Box::new(fetch_mio::Mio::new())),
+    ("local", || Box::new(fetch_local::Local::new())),
+    ("per-core", || Box::new(fetch_local::Local::per_core())),
     // Its workers are this program again, with the hidden `worker` subcommand.
     ("processes", || {
         let worker = fetch_processes::WorkerCommand::this_program(["worker"]);

@@ -1,0 +1,1 @@
+conformance::suite!(fetch_local::Local::per_core());
