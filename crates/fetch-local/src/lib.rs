@@ -97,6 +97,13 @@
 //! flight and 100 ms, `local` ran with 28 threads and 257 MiB
 //! (`scripts/footprint`; tokio: 22 and 283 MiB).
 //!
+//! In the project's dated run (docs/results/2026-12-03-2-core-AMD-EPYC,
+//! `scripts/ceiling`, parsing off, each model in its own `fetchlab run`
+//! process): `local` reached 96% of wrk's rate at 10 ms and C = 100 and 42-48%
+//! at 0 ms; `per-core` 102% and 45-51% (tokio: 95%, 45-48%). At C = 10,000
+//! held at 1 s latency, both kept exactly 10,000 requests in flight at the
+//! server, in 290 and 277 MiB.
+//!
 //! # Copying this crate
 //!
 //! `scripts/export-model local DIR` writes this crate and fetch-core, with
