@@ -147,10 +147,7 @@ where
                 // and body; on expiry the attempt is dropped with its socket.
                 let timed_out = async move {
                     runtime.sleep(budget).await;
-                    Err(FetchError::new(
-                        ErrorKind::Timeout,
-                        format!("no answer within {budget:?}"),
-                    ))
+                    Err(no_answer(budget))
                 };
                 follow(run, url, budget, &attempt).or(timed_out)
             },
@@ -194,8 +191,7 @@ fn follow_blocking(
     loop {
         let left = budget.saturating_sub(started.elapsed());
         if left.is_zero() {
-            let message = format!("no answer within {budget:?}");
-            return Err(FetchError::new(ErrorKind::Timeout, message));
+            return Err(no_answer(budget));
         }
         let result = attempt(redirects.url().clone(), left);
         match &result {
@@ -225,6 +221,12 @@ where
             _ => return result,
         }
     }
+}
+
+/// The error of an attempt that used up its budget, in every flavour of the
+/// per-URL path (`machine.rs` included).
+pub(crate) fn no_answer(budget: Duration) -> FetchError {
+    FetchError::new(ErrorKind::Timeout, format!("no answer within {budget:?}"))
 }
 
 /// Completes when the run is cancelled or its deadline passes, with the reason.

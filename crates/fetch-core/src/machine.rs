@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use crate::fetch::{CPU_SLOTS, outcome, page};
+use crate::fetch::{CPU_SLOTS, no_answer, outcome, page};
 use crate::response::Redirects;
 use crate::{ErrorKind, FetchError, Fetched, Options, Outcome, Run, retry};
 
@@ -246,10 +246,6 @@ impl CpuJob {
         };
         outcome(self.index, &self.url, self.attempts, self.started, result)
     }
-}
-
-fn no_answer(budget: Duration) -> FetchError {
-    FetchError::new(ErrorKind::Timeout, format!("no answer within {budget:?}"))
 }
 
 #[cfg(test)]
