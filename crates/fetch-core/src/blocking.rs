@@ -127,15 +127,10 @@ impl BlockingClient {
     /// another on the calling thread: the fallback of the threads and rayon
     /// models when not one thread could be started. (The sequential model
     /// writes this loop out: there, it is the model.)
-    pub fn fetch_in_turn(
-        &self,
-        run: &Run,
-        dispatch: &mut Dispatch<'_>,
-        first: Vec<(usize, String)>,
-    ) {
+    pub fn fetch_in_turn(&self, run: &Run, dispatch: &mut Dispatch<'_>, first: Vec<(usize, Url)>) {
         let mut first = first.into_iter();
         while let Some((index, url)) = first.next().or_else(|| dispatch.next_url(run)) {
-            let outcome = fetch_one_blocking(run, index, &url, |url, budget| {
+            let outcome = fetch_one_blocking(run, index, url, |url, budget| {
                 self.attempt(run, url, budget)
             });
             dispatch.record(outcome);

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use url::Url;
+
 use crate::input::{check_url, shown_url};
 use crate::{ErrorKind, FetchError, Outcome, Run};
 
@@ -45,13 +47,14 @@ impl<'a> Dispatch<'a> {
     /// untried outcomes and skipped, so they never take a slot; once the run
     /// is cancelled or past its deadline, this drains the rest of the input
     /// that way.
-    pub fn next_url(&mut self, run: &Run) -> Option<(usize, String)> {
+    pub fn next_url(&mut self, run: &Run) -> Option<(usize, Url)> {
         loop {
             let url = self.urls.next()?;
             let index = self.next_index;
             self.next_index += 1;
-            // The model gets the normalised URL to request; the record keeps
-            // the line as it was given, so a user can join records to input.
+            // The model gets the URL parsed and normalised, to request as it
+            // is (parsed once, here); the record keeps the line as it was
+            // given, so a user can join records to input.
             let checked = match run.stop_reason() {
                 Some(stop) => Err(stop),
                 None => check_url(&url),
@@ -60,7 +63,7 @@ impl<'a> Dispatch<'a> {
                 Err(error) => (self.on_outcome)(Outcome::untried(index, &shown_url(&url), error)),
                 Ok(normalised) => {
                     self.in_flight.insert(index, url);
-                    return Some((index, normalised.into()));
+                    return Some((index, normalised));
                 }
             }
         }
@@ -69,7 +72,7 @@ impl<'a> Dispatch<'a> {
     /// Up to `n` URLs at once, fewer only when the input ends: the first
     /// batch of a run, for a model that sizes its threads to the URLs it
     /// actually has (50 URLs with a limit of 100,000 need 50 threads).
-    pub fn next_urls(&mut self, run: &Run, n: usize) -> Vec<(usize, String)> {
+    pub fn next_urls(&mut self, run: &Run, n: usize) -> Vec<(usize, Url)> {
         std::iter::from_fn(|| self.next_url(run)).take(n).collect()
     }
 
@@ -78,7 +81,7 @@ impl<'a> Dispatch<'a> {
     /// still owes one outcome per URL.
     pub fn refuse_all(mut self, run: &Run, error: &FetchError) -> usize {
         while let Some((index, url)) = self.next_url(run) {
-            self.record(Outcome::untried(index, &url, error.clone()));
+            self.record(Outcome::untried(index, url.as_str(), error.clone()));
         }
         self.finish(run)
     }
@@ -131,8 +134,9 @@ mod tests {
         let mut on_outcome = |o: Outcome| seen.push((o.index, o.error_kind()));
         let mut d = Dispatch::new(&mut urls, &mut on_outcome);
         // The invalid URL is reported while looking for the next valid one.
-        assert_eq!(d.next_url(&run), Some((0, "http://h/0".to_string())));
-        assert_eq!(d.next_url(&run), Some((2, "http://h/2".to_string())));
+        let next = |d: &mut Dispatch, run| d.next_url(run).map(|(i, u)| (i, u.to_string()));
+        assert_eq!(next(&mut d, &run), Some((0, "http://h/0".to_string())));
+        assert_eq!(next(&mut d, &run), Some((2, "http://h/2".to_string())));
         assert_eq!(d.in_flight(), 2);
         d.record(Outcome::untried(
             2,

@@ -93,7 +93,7 @@ pub(crate) static CPU_SLOTS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
 pub fn fetch_one_blocking(
     run: &Run,
     index: usize,
-    url: &str,
+    url: Url,
     mut attempt: impl FnMut(Url, Duration) -> Result<Fetched, FetchError>,
 ) -> Outcome {
     let started = Instant::now();
@@ -104,7 +104,7 @@ pub fn fetch_one_blocking(
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         let fetched = retry::with_retries_blocking(run, |budget| {
             attempts.fetch_add(1, Ordering::Relaxed);
-            follow_blocking(run, url, budget, &mut attempt)
+            follow_blocking(run, &url, budget, &mut attempt)
         })?;
         if !run.options().has_cpu_stage() {
             return Ok(page(fetched, run.options()));
@@ -113,7 +113,7 @@ pub fn fetch_one_blocking(
         Ok(page(fetched, run.options()))
     }))
     .unwrap_or_else(|panic| Err(FetchError::from_panic(panic.as_ref())));
-    outcome(index, url, attempts.into_inner(), started, result)
+    outcome(index, &url, attempts.into_inner(), started, result)
 }
 
 /// One URL as a task on an async runtime: each attempt raced against its
@@ -126,7 +126,7 @@ pub async fn fetch_one<R, A, AF>(
     run: &Run,
     runtime: &R,
     index: usize,
-    url: &str,
+    url: Url,
     attempt: A,
 ) -> Outcome
 where
@@ -149,7 +149,7 @@ where
                     runtime.sleep(budget).await;
                     Err(no_answer(budget))
                 };
-                follow(run, url, budget, &attempt).or(timed_out)
+                follow(run, &url, budget, &attempt).or(timed_out)
             },
             |delay| runtime.sleep(delay),
         )
@@ -175,19 +175,19 @@ where
     // `or` polls `guarded` first: a page done in the same poll as a cancel
     // is kept.
     let result = guarded.or(stopped(run, runtime)).await;
-    outcome(index, url, attempts.into_inner(), started, result)
+    outcome(index, &url, attempts.into_inner(), started, result)
 }
 
 /// One attempt on a blocking client: the request to `url` and to each
 /// redirect it leads to, all within `budget`.
 fn follow_blocking(
     run: &Run,
-    url: &str,
+    url: &Url,
     budget: Duration,
     attempt: &mut impl FnMut(Url, Duration) -> Result<Fetched, FetchError>,
 ) -> Result<Fetched, FetchError> {
     let started = Instant::now();
-    let mut redirects = Redirects::new(url, run.options().max_redirects())?;
+    let mut redirects = Redirects::new(url.clone(), run.options().max_redirects());
     loop {
         let left = budget.saturating_sub(started.elapsed());
         if left.is_zero() {
@@ -205,7 +205,7 @@ fn follow_blocking(
 /// redirect it leads to. The caller races the whole of it against `budget`.
 async fn follow<A, AF>(
     run: &Run,
-    url: &str,
+    url: &Url,
     budget: Duration,
     attempt: &A,
 ) -> Result<Fetched, FetchError>
@@ -213,7 +213,7 @@ where
     A: Fn(Url, Duration) -> AF,
     AF: Future<Output = Result<Fetched, FetchError>>,
 {
-    let mut redirects = Redirects::new(url, run.options().max_redirects())?;
+    let mut redirects = Redirects::new(url.clone(), run.options().max_redirects());
     loop {
         let result = attempt(redirects.url().clone(), budget).await;
         match &result {
@@ -256,14 +256,14 @@ pub(crate) fn page(fetched: Fetched, options: &Options) -> Page {
 
 pub(crate) fn outcome(
     index: usize,
-    url: &str,
+    url: &Url,
     attempts: u32,
     started: Instant,
     result: Result<Page, FetchError>,
 ) -> Outcome {
     Outcome {
         index,
-        url: url.to_string(),
+        url: url.as_str().to_owned(),
         attempts,
         elapsed: started.elapsed(),
         result,
@@ -275,6 +275,10 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+
+    fn u(url: &str) -> Url {
+        crate::check_url(url).unwrap()
+    }
     use crate::CancelToken;
     use crate::response::check_status;
 
@@ -323,13 +327,13 @@ mod tests {
                 ok_page()
             }
         };
-        let o = fetch_one_blocking(&run, 7, "http://h/", attempt);
+        let o = fetch_one_blocking(&run, 7, u("http://h/"), attempt);
         assert_eq!((o.index, o.attempts), (7, 2));
         let page = o.result.unwrap();
         assert_eq!((page.title.as_deref(), page.links), (Some("T"), 1));
 
         calls.set(0);
-        let o = future::block_on(fetch_one(&run, &Inline, 7, "http://h/", |_, _| {
+        let o = future::block_on(fetch_one(&run, &Inline, 7, u("http://h/"), |_, _| {
             calls.set(calls.get() + 1);
             let result = if calls.get() == 1 {
                 Err(FetchError::new(ErrorKind::Connect, "refused"))
@@ -347,7 +351,7 @@ mod tests {
         let (opts, cancel) = (options(), CancelToken::new());
         let run = Run::new(&opts, &cancel);
         let calls = Cell::new(0);
-        let o = fetch_one_blocking(&run, 0, "http://h/", |_, _| {
+        let o = fetch_one_blocking(&run, 0, u("http://h/"), |_, _| {
             calls.set(calls.get() + 1);
             if calls.get() < 3 {
                 return Err(FetchError::new(ErrorKind::Timeout, "slow"));
@@ -357,7 +361,7 @@ mod tests {
         assert_eq!(o.attempts, 3);
         assert_eq!(o.error_kind(), Some(ErrorKind::Panicked));
 
-        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_, _| async {
+        let o = future::block_on(fetch_one(&run, &Inline, 0, u("http://h/"), |_, _| async {
             panic!("the client broke")
         }));
         assert_eq!((o.attempts, o.error_kind()), (1, Some(ErrorKind::Panicked)));
@@ -372,7 +376,7 @@ mod tests {
             .unwrap();
         let cancel = CancelToken::new();
         let run = Run::new(&opts, &cancel);
-        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_, _| {
+        let o = future::block_on(fetch_one(&run, &Inline, 0, u("http://h/"), |_, _| {
             future::pending::<Result<Fetched, FetchError>>()
         }));
         assert_eq!(o.error_kind(), Some(ErrorKind::Timeout));
@@ -383,11 +387,11 @@ mod tests {
         let (opts, cancel) = (options(), CancelToken::new());
         let run = Run::new(&opts, &cancel);
         cancel.cancel();
-        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/", |_, _| {
+        let o = future::block_on(fetch_one(&run, &Inline, 0, u("http://h/"), |_, _| {
             future::pending::<Result<Fetched, FetchError>>()
         }));
         assert_eq!(o.error_kind(), Some(ErrorKind::Cancelled));
-        let o = fetch_one_blocking(&run, 0, "http://h/", |_, _| ok_page());
+        let o = fetch_one_blocking(&run, 0, u("http://h/"), |_, _| ok_page());
         assert_eq!(
             (o.attempts, o.error_kind()),
             (0, Some(ErrorKind::Cancelled))
@@ -414,12 +418,14 @@ mod tests {
         let (opts, cancel) = (options(), CancelToken::new());
         let run = Run::new(&opts, &cancel);
         let requested = std::cell::RefCell::new(Vec::new());
-        let o = fetch_one_blocking(&run, 0, "http://h/a", |url, _| redirecting(&requested, url));
+        let o = fetch_one_blocking(&run, 0, u("http://h/a"), |url, _| {
+            redirecting(&requested, url)
+        });
         assert_eq!((o.attempts, o.is_ok()), (1, true));
         assert_eq!(*requested.borrow(), ["/a", "/b"]);
 
         requested.borrow_mut().clear();
-        let o = future::block_on(fetch_one(&run, &Inline, 0, "http://h/a", |url, _| {
+        let o = future::block_on(fetch_one(&run, &Inline, 0, u("http://h/a"), |url, _| {
             let result = redirecting(&requested, url);
             async move { result }
         }));
@@ -428,7 +434,7 @@ mod tests {
 
         // Past the limit (5): `redirect`, not retried.
         requested.borrow_mut().clear();
-        let o = fetch_one_blocking(&run, 0, "http://h/loop", |url, _| {
+        let o = fetch_one_blocking(&run, 0, u("http://h/loop"), |url, _| {
             redirecting(&requested, url)
         });
         assert_eq!((o.attempts, o.error_kind()), (1, Some(ErrorKind::Redirect)));
@@ -440,7 +446,7 @@ mod tests {
         let (opts, cancel) = (options(), CancelToken::new());
         let run = Run::new(&opts, &cancel);
         let requested = std::cell::RefCell::new(Vec::new());
-        let o = fetch_one_blocking(&run, 0, "http://h/a", |url, _| {
+        let o = fetch_one_blocking(&run, 0, u("http://h/a"), |url, _| {
             let seen = requested.borrow().len();
             if url.path() == "/b" && seen == 1 {
                 requested.borrow_mut().push("/b".to_string());

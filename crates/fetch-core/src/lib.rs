@@ -75,3 +75,6 @@ pub use model::Model;
 pub use options::{DEFAULT_RETRY_STATUSES, Options, OptionsBuilder, OptionsError};
 pub use outcome::{ErrorKind, FetchError, Outcome, Page};
 pub use run::Run;
+/// The URL type of fetch-core's API (the `url` crate's), re-exported so a
+/// model names it without a dependency of its own.
+pub use url::Url;

@@ -9,7 +9,7 @@
 //! when something happens to that URL. Each call returns the next [`Step`]:
 //!
 //! ```text
-//! let (machine, step) = UrlMachine::start(&run, index, &url);
+//! let (machine, step) = UrlMachine::start(&run, index, url);
 //! // Step::Request { url, budget }: send one GET (no redirect followed),
 //! //   answer with machine.on_answer(&run, result), or with
 //! //   machine.on_timer(&run) once `budget` has passed without one;
@@ -57,7 +57,7 @@ pub enum Step {
 #[derive(Debug)]
 pub struct UrlMachine {
     index: usize,
-    url: String,
+    url: Url,
     started: Instant,
     attempts: u32,
     state: State,
@@ -80,10 +80,10 @@ enum State {
 impl UrlMachine {
     /// A URL handed out by [`Dispatch::next_url`](crate::Dispatch::next_url),
     /// and its first step.
-    pub fn start(run: &Run, index: usize, url: &str) -> (UrlMachine, Step) {
+    pub fn start(run: &Run, index: usize, url: Url) -> (UrlMachine, Step) {
         let mut machine = UrlMachine {
             index,
-            url: url.to_string(),
+            url,
             started: Instant::now(),
             attempts: 0,
             state: State::Finished,
@@ -153,19 +153,15 @@ impl UrlMachine {
             Err(stop) => return self.done(Err(stop)),
         };
         self.attempts += 1;
-        match Redirects::new(&self.url, run.options().max_redirects()) {
-            Ok(redirects) => {
-                let url = redirects.url().clone();
-                let since = Instant::now();
-                self.state = State::Requesting {
-                    redirects,
-                    since,
-                    budget,
-                };
-                Step::Request { url, budget }
-            }
-            Err(error) => self.after_attempt(run, Err(error)),
-        }
+        // A retry starts again from the URL itself.
+        let redirects = Redirects::new(self.url.clone(), run.options().max_redirects());
+        let url = redirects.url().clone();
+        self.state = State::Requesting {
+            redirects,
+            since: Instant::now(),
+            budget,
+        };
+        Step::Request { url, budget }
     }
 
     fn after_attempt(&mut self, run: &Run, result: Result<Fetched, FetchError>) -> Step {
@@ -188,7 +184,7 @@ impl UrlMachine {
                 self.state = State::Finished;
                 Step::Cpu(CpuJob {
                     index: self.index,
-                    url: std::mem::take(&mut self.url),
+                    url: self.url.clone(),
                     attempts: self.attempts,
                     started: self.started,
                     fetched,
@@ -200,10 +196,9 @@ impl UrlMachine {
 
     fn done(&mut self, result: Result<crate::Page, FetchError>) -> Step {
         self.state = State::Finished;
-        let url = std::mem::take(&mut self.url);
         Step::Done(outcome(
             self.index,
-            &url,
+            &self.url,
             self.attempts,
             self.started,
             result,
@@ -227,7 +222,7 @@ impl UrlMachine {
 #[derive(Debug)]
 pub struct CpuJob {
     index: usize,
-    url: String,
+    url: Url,
     attempts: u32,
     started: Instant,
     fetched: Fetched,
@@ -251,6 +246,10 @@ impl CpuJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn u(url: &str) -> Url {
+        crate::check_url(url).unwrap()
+    }
     use crate::CancelToken;
     use crate::response::check_status;
 
@@ -277,7 +276,7 @@ mod tests {
         mut server: impl FnMut(&Url) -> Option<Result<Fetched, FetchError>>,
     ) -> (Outcome, Vec<String>) {
         let mut requested = Vec::new();
-        let (mut machine, mut step) = UrlMachine::start(run, 0, url);
+        let (mut machine, mut step) = UrlMachine::start(run, 0, u(url));
         loop {
             step = match step {
                 Step::Request { url, .. } => {
@@ -367,7 +366,7 @@ mod tests {
             .unwrap();
         let cancel = CancelToken::new();
         let run = Run::new(&opts, &cancel);
-        let (mut machine, step) = UrlMachine::start(&run, 0, "http://h/a");
+        let (mut machine, step) = UrlMachine::start(&run, 0, u("http://h/a"));
         assert!(matches!(step, Step::Request { budget, .. } if budget == Duration::from_secs(5)));
         std::thread::sleep(Duration::from_millis(20));
         let moved = check_status(301, None, Some("/b")).unwrap_err();
@@ -389,7 +388,7 @@ mod tests {
             .unwrap();
         let cancel = CancelToken::new();
         let run = Run::new(&opts, &cancel);
-        let (mut machine, step) = UrlMachine::start(&run, 0, "http://h/");
+        let (mut machine, step) = UrlMachine::start(&run, 0, u("http://h/"));
         let Step::Request { budget, .. } = step else {
             panic!("expected a request, got {step:?}")
         };
@@ -406,7 +405,7 @@ mod tests {
     fn a_stopped_run_ends_the_url_with_its_reason() {
         let (opts, cancel) = (options().build().unwrap(), CancelToken::new());
         let run = Run::new(&opts, &cancel);
-        let (mut machine, _) = UrlMachine::start(&run, 4, "http://h/");
+        let (mut machine, _) = UrlMachine::start(&run, 4, u("http://h/"));
         let step = machine.on_answer(&run, Err(FetchError::new(ErrorKind::Connect, "refused")));
         assert!(matches!(step, Step::Wait { .. }), "{step:?}");
         cancel.cancel();
@@ -414,7 +413,7 @@ mod tests {
         assert_eq!((o.index, o.attempts), (4, 1));
         assert_eq!(o.error_kind(), Some(ErrorKind::Cancelled));
         // Cancelled before the first attempt: none is made.
-        let (_, step) = UrlMachine::start(&run, 5, "http://h/");
+        let (_, step) = UrlMachine::start(&run, 5, u("http://h/"));
         let Step::Done(o) = step else {
             panic!("a cancelled run starts no request")
         };
@@ -442,7 +441,7 @@ mod tests {
         let opts = options().parse(false).build().unwrap();
         let cancel = CancelToken::new();
         let run = Run::new(&opts, &cancel);
-        let (mut machine, _) = UrlMachine::start(&run, 0, "http://h/");
+        let (mut machine, _) = UrlMachine::start(&run, 0, u("http://h/"));
         let step = machine.on_answer(&run, ok_page());
         assert!(matches!(step, Step::Done(ref o) if o.is_ok()), "{step:?}");
     }

@@ -129,7 +129,7 @@ impl CappedBody {
 /// Redirects followed by hand: the URL to request next, and the hops taken.
 ///
 /// ```text
-/// let mut redirects = Redirects::new(url, options.max_redirects())?;
+/// let mut redirects = Redirects::new(url.clone(), options.max_redirects());
 /// loop {
 ///     let result = attempt(redirects.url().clone()).await;
 ///     match &result {
@@ -146,14 +146,14 @@ pub struct Redirects {
 }
 
 impl Redirects {
-    /// Starts at `url`, allowing up to `max` redirects after it.
-    pub fn new(url: &str, max: u32) -> Result<Self, FetchError> {
-        let url = check_url(url)?;
-        Ok(Redirects {
+    /// Starts at `url` (as [`check_url`] returns it), allowing up to `max`
+    /// redirects after it.
+    pub fn new(url: Url, max: u32) -> Self {
+        Redirects {
             url,
             followed: 0,
             max,
-        })
+        }
     }
 
     /// The URL to request next.
@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn redirects_are_followed_up_to_the_limit() {
         let answer = |status, location| check_status(status, None, location).unwrap_err();
-        let mut redirects = Redirects::new("http://h/a/b", 2).unwrap();
+        let mut redirects = Redirects::new(check_url("http://h/a/b").unwrap(), 2);
         assert!(!redirects.follow(&answer(404, Some("/x"))).unwrap());
         assert!(!redirects.follow(&answer(304, Some("/x"))).unwrap());
         assert!(!redirects.follow(&answer(302, None)).unwrap());
@@ -247,13 +247,13 @@ mod tests {
 
         // Not an http(s) URL, no host: `redirect`, and the URL stays.
         for location in ["ftp://h/file", "http://", "http://exa mple/"] {
-            let mut redirects = Redirects::new("http://h/", 5).unwrap();
+            let mut redirects = Redirects::new(check_url("http://h/").unwrap(), 5);
             let error = redirects.follow(&answer(303, Some(location))).unwrap_err();
             assert_eq!(error.kind(), ErrorKind::Redirect, "{location}");
             assert_eq!(redirects.url().as_str(), "http://h/");
         }
         // Not an absolute URL: a path relative to the one that sent it.
-        let mut redirects = Redirects::new("http://h/a/b", 5).unwrap();
+        let mut redirects = Redirects::new(check_url("http://h/a/b").unwrap(), 5);
         assert!(redirects.follow(&answer(302, Some("::not a url"))).unwrap());
         assert_eq!(redirects.url().as_str(), "http://h/a/::not%20a%20url");
     }

@@ -299,7 +299,7 @@ impl Loop {
         n: usize,
         run: Arc<Run>,
         share: usize,
-        mut jobs: UnboundedReceiver<Vec<(usize, String)>>,
+        mut jobs: UnboundedReceiver<Vec<(usize, Url)>>,
         done: mpsc::Sender<(usize, Outcome)>,
     ) {
         let shared = Rc::new(Shared {
@@ -321,7 +321,7 @@ impl Loop {
                     // `spawn_local`: the task holds an `Rc`, so it is not
                     // `Send`, and `tokio::spawn` would refuse it.
                     task::spawn_local(async move {
-                        let outcome = fetch_one(&shared.run, &Runtime, index, &url, |url, _| {
+                        let outcome = fetch_one(&shared.run, &Runtime, index, url, |url, _| {
                             attempt(&shared.client, &shared.pool, url, shared.run.options())
                         })
                         .await;

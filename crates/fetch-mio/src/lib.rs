@@ -176,7 +176,7 @@ pub fn fetch_all(
         }
         while !exhausted && event_loop.in_flight.len() < max_in_flight {
             match dispatch.next_url(&run) {
-                Some((index, url)) => event_loop.start(index, &url),
+                Some((index, url)) => event_loop.start(index, url),
                 None => exhausted = true,
             }
             for outcome in event_loop.finished.drain(..) {
@@ -240,7 +240,7 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
-    fn start(&mut self, index: usize, url: &str) {
+    fn start(&mut self, index: usize, url: Url) {
         let (machine, step) = UrlMachine::start(self.run, index, url);
         let id = self.client.next_id;
         self.client.next_id += 1;

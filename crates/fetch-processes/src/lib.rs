@@ -237,8 +237,8 @@ pub fn fetch_all(
                 exhausted = true;
                 break;
             };
-            if let Err(error) = pool.send(index, &url) {
-                dispatch.record(Outcome::untried(index, &url, error));
+            if let Err(error) = pool.send(index, url.as_str()) {
+                dispatch.record(Outcome::untried(index, url.as_str(), error));
             }
         }
         if dispatch.in_flight() == 0 {
@@ -250,7 +250,7 @@ pub fn fetch_all(
                 // the reason (the last start's error) rather than a hang.
                 let error = pool.broken();
                 while let Some((index, url)) = dispatch.next_url(&run) {
-                    dispatch.record(Outcome::untried(index, &url, error.clone()));
+                    dispatch.record(Outcome::untried(index, url.as_str(), error.clone()));
                 }
                 break;
             }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use fetch_core::blocking::{BlockingClient, thread_limit};
-use fetch_core::{CancelToken, Run, fetch_one_blocking};
+use fetch_core::{CancelToken, Outcome, Run, check_url, fetch_one_blocking};
 
 use crate::wire;
 
@@ -119,9 +119,14 @@ fn fetch(shared: &Shared) {
     while let Ok((index, url)) = next_job() {
         #[cfg(feature = "fault-injection")]
         faults::inject(&url);
-        let outcome = fetch_one_blocking(run, index, &url, |url, budget| {
-            client.attempt(run, url, budget)
-        });
+        // The parent checked the URL; parsing it again is the price of
+        // passing it across a process boundary as text.
+        let outcome = match check_url(&url) {
+            Ok(url) => fetch_one_blocking(run, index, url, |url, budget| {
+                client.attempt(run, url, budget)
+            }),
+            Err(error) => Outcome::untried(index, &url, error),
+        };
         if say(&wire::answer(&outcome)).is_err() {
             // Nobody reads the answers any more: the parent is gone.
             std::process::exit(1);

@@ -25,7 +25,7 @@ use std::error::Error;
 use std::time::{Duration, Instant};
 
 use fetch_core::blocking::BlockingClient;
-use fetch_core::{CancelToken, Model, Options, Outcome, Run, fetch_one_blocking};
+use fetch_core::{CancelToken, Model, Options, Outcome, Run, check_url, fetch_one_blocking};
 use mock_server::{Latency, MockConfig, MockServer};
 use rayon::prelude::*;
 
@@ -167,6 +167,8 @@ fn compare_par_iter(
             list.par_iter()
                 .enumerate()
                 .map(|(index, url)| {
+                    // What `Dispatch` does for fetch_all: parse and check.
+                    let url = check_url(url).expect("the mock's URLs are valid");
                     fetch_one_blocking(&run, index, url, |url, budget| {
                         client.attempt(&run, url, budget)
                     })

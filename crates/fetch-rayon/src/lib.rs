@@ -150,7 +150,8 @@
 use std::sync::mpsc::{self, Sender};
 
 use fetch_core::blocking::{BlockingClient, say_capped, thread_limit};
-use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, fetch_one_blocking};
+use fetch_core::fetch_one_blocking;
+use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, Url};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 /// The most threads a pool gets, whatever `max_in_flight` asks: past this,
@@ -209,8 +210,8 @@ pub fn fetch_all(
     // outcome would never come, so the dispatcher would wait for it forever.
     // None can: `fetch_one_blocking` catches panics from ureq and the CPU
     // stage, and the channel reports errors as values.
-    let fetch = |(index, url): (usize, String), done: &Sender<Outcome>| {
-        let outcome = fetch_one_blocking(&run, index, &url, |url, budget| {
+    let fetch = |(index, url): (usize, Url), done: &Sender<Outcome>| {
+        let outcome = fetch_one_blocking(&run, index, url, |url, budget| {
             client.attempt(&run, url, budget)
         });
         // Cannot fail: the outcome channel outlives the scope.

@@ -83,7 +83,7 @@ pub fn fetch_all(
     // deadline before handing out each URL, so after a cancel the rest of
     // the input is reported `cancelled` without a request.
     while let Some((index, url)) = dispatch.next_url(&run) {
-        dispatch.record(fetch_one_blocking(&run, index, &url, |url, budget| {
+        dispatch.record(fetch_one_blocking(&run, index, url, |url, budget| {
             client.attempt(&run, url, budget)
         }));
     }

@@ -111,7 +111,7 @@ pub async fn fetch_all(
     // the loop below keeps no more URLs than that unfinished. A bounded
     // channel would allocate all its slots up front, which at a limit of
     // 100,000 is memory for a run that may have ten URLs.
-    let (jobs, job_queue) = unbounded::<(usize, String)>();
+    let (jobs, job_queue) = unbounded::<(usize, Url)>();
     let (done, outcomes) = unbounded();
     // What a new worker is given. Dropped once the input is exhausted, so
     // that only workers hold these ends: if every worker were gone, `recv`
@@ -146,7 +146,7 @@ pub async fn fetch_all(
                     let work = async move {
                         let slot = client.slot().await;
                         while let Ok((index, url)) = job_queue.recv().await {
-                            let outcome = fetch_one(&run, &Runtime, index, &url, |url, _budget| {
+                            let outcome = fetch_one(&run, &Runtime, index, url, |url, _budget| {
                                 attempt(&client, &slot, url)
                             })
                             .await;

@@ -126,7 +126,8 @@ use std::sync::{Mutex, PoisonError};
 use std::thread::{self, Scope};
 
 use fetch_core::blocking::{BlockingClient, say_capped, thread_limit};
-use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, fetch_one_blocking};
+use fetch_core::fetch_one_blocking;
+use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, Url};
 
 /// Fetches `urls` with up to `max_in_flight` threads (capped at what the OS
 /// lets this process start), handing each outcome to `on_outcome` (on the
@@ -166,8 +167,8 @@ pub fn fetch_all(
     // stage, and the channel reports errors as values. (A thread that did
     // panic would take its URL's outcome with it, and the dispatcher would
     // wait for it forever.)
-    let fetch = |(index, url): (usize, String), done: &Sender<Outcome>| {
-        let outcome = fetch_one_blocking(&run, index, &url, |url, budget| {
+    let fetch = |(index, url): (usize, Url), done: &Sender<Outcome>| {
+        let outcome = fetch_one_blocking(&run, index, url, |url, budget| {
             client.attempt(&run, url, budget)
         });
         // Cannot fail: the outcome channel outlives the scope.
@@ -178,7 +179,7 @@ pub fn fetch_all(
     // others wait on the lock. The lock is taken once per job, a cost lost in
     // a network request; a multi-consumer channel (crossbeam-channel) would
     // save it at the price of a dependency this std-only model does without.
-    let (job_tx, job_rx) = mpsc::channel::<(usize, String)>();
+    let (job_tx, job_rx) = mpsc::channel::<(usize, Url)>();
     let job_rx = Mutex::new(job_rx);
 
     // Scoped threads borrow the client, the run and the queues, and are all
@@ -233,12 +234,12 @@ pub fn fetch_all(
 fn start_workers<'scope, F>(
     scope: &'scope Scope<'scope, '_>,
     count: usize,
-    jobs: &'scope Mutex<Receiver<(usize, String)>>,
+    jobs: &'scope Mutex<Receiver<(usize, Url)>>,
     done: &Sender<Outcome>,
     fetch: &'scope F,
 ) -> usize
 where
-    F: Fn((usize, String), &Sender<Outcome>) + Sync,
+    F: Fn((usize, Url), &Sender<Outcome>) + Sync,
 {
     for n in 0..count {
         let done = done.clone();

@@ -114,7 +114,7 @@ pub async fn fetch_all(
             // awaits it, and `fetch_one` races it against the attempt's
             // budget, so reqwest needs no request timeout of its own.
             let work = async move {
-                fetch_one(&run, &Runtime, index, &url, |url, _budget| {
+                fetch_one(&run, &Runtime, index, url, |url, _budget| {
                     attempt(&client, url, run.options())
                 })
                 .await
