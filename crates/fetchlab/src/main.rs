@@ -9,6 +9,7 @@
 //!   prints what the server and the runtime observed.
 
 mod compare;
+mod handoff;
 mod lessons;
 mod mock;
 mod run;

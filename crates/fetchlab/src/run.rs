@@ -3,13 +3,17 @@
 //!
 //! The promise is one record per input URL, whatever happens to the run: a
 //! line that is not a URL (not even UTF-8) becomes an `invalid_url` record,
-//! and a signal cancels the run without dropping records. Three threads share
+//! and a signal cancels the run without dropping records. Four threads share
 //! the input and the output ([`Shared`]):
 //! - the calling thread runs the model, which pulls URLs through [`Urls`]
 //!   and reports each outcome to [`Shared::write`], both on this thread;
-//! - a reader thread reads the input a few lines ahead into a channel, so
-//!   that no thread ever blocks on a read that may never return (a standard
-//!   input that stays open) while holding the input's lock;
+//! - a reader thread reads the input a few lines ahead into a queue
+//!   ([`handoff`](crate::handoff)), so that no thread ever blocks on a read
+//!   that may never return (a standard input that stays open) while holding
+//!   the input's lock;
+//! - a flusher thread pushes the records written to the output every
+//!   [`FLUSH_EVERY`], so the model's thread does not make a write call per
+//!   record;
 //! - a signal thread cancels the run on the first SIGINT, SIGTERM or SIGHUP
 //!   and, on a second one, writes a record for every URL still unwritten and
 //!   exits ([`Shared::stop_now`]).
@@ -20,7 +24,6 @@ use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -36,6 +39,8 @@ use signal_hook::iterator::Signals;
 
 use fetchlab::models;
 
+use crate::handoff::{self, Receiver, RecvTimeoutError};
+
 /// The longest input line taken as a URL: fetch-core's cap on a URL, so
 /// that every over-long line gets the same record. A longer line is an
 /// `invalid_url` record, and only this much of it is ever held in memory.
@@ -45,9 +50,16 @@ const MAX_LINE_BYTES: usize = fetch_core::MAX_URL_BYTES;
 /// stdio, the runtime's epoll and wakers, the resolver, the output file.
 const FD_MARGIN: u64 = 64;
 
-/// Lines read ahead of the model. Small: the point is only that a read never
-/// blocks a thread holding a lock, not read-ahead speed.
-const READ_AHEAD: usize = 64;
+/// Lines read ahead of the model. The point is that a read never blocks a
+/// thread holding a lock; the size only sets how often the reader is woken
+/// (once per half of it), and 256 lines are a few dozen KiB.
+const READ_AHEAD: usize = 256;
+
+/// How long a record may sit in the output's buffer before it is written
+/// out: what a consumer of a pipe waits at most, and what a `kill -9` can
+/// lose of records already made (never half a record's URL: a resumed run
+/// fetches those URLs again).
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 /// How long the calling thread waits for the next line before it lets go of
 /// the input for a moment, so that a second signal can take it.
@@ -178,6 +190,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let shared = Arc::new(Shared::new(lines, out, progress));
     let cancel = CancelToken::new();
     watch_signals(&shared, &cancel)?;
+    flush_periodically(&shared, &cancel)?;
 
     let started = Instant::now();
     // Streaming: URLs are read as slots free up and each record is written
@@ -192,6 +205,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let (tally, write_error) = {
         let mut sink = lock(&shared.sink);
         sink.progress.finish_and_clear();
+        // The flusher may be asleep with records in the buffer.
+        let _ = sink.flush();
         (std::mem::take(&mut sink.tally), sink.write_error.take())
     };
     if let Some(e) = write_error {
@@ -398,7 +413,7 @@ impl<R: BufRead> LineReader<R> {
 /// channel ends (disconnects) at the end of the input; a read error is its
 /// last item.
 fn spawn_reader(reader: Box<dyn BufRead + Send>) -> Result<Receiver<io::Result<Line>>> {
-    let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
+    let (tx, rx) = handoff::channel(READ_AHEAD);
     thread::Builder::new()
         .name("fetchlab-input".into())
         .spawn(move || {
@@ -444,6 +459,8 @@ struct Source {
 struct Sink {
     out: Box<dyn Write + Send>,
     pending: BTreeMap<usize, Pending>,
+    /// Whether records were written since the last flush.
+    unflushed: bool,
     tally: Tally,
     progress: ProgressBar,
     write_error: Option<io::Error>,
@@ -519,7 +536,7 @@ impl Source {
 
 impl Sink {
     /// Writes one record; on a write error, keeps it and writes no more.
-    fn write(&mut self, outcome: &Outcome, flush: bool) -> io::Result<()> {
+    fn write(&mut self, outcome: &Outcome) -> io::Result<()> {
         self.progress.inc(1);
         self.tally.add(outcome);
         if let Some(e) = &self.write_error {
@@ -529,13 +546,24 @@ impl Sink {
         // of plain fields and strings cannot fail except on the write itself.
         let result = serde_json::to_writer(&mut self.out, &record(outcome))
             .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .and_then(|()| if flush { self.out.flush() } else { Ok(()) });
+            .and_then(|()| self.out.write_all(b"\n"));
+        self.unflushed = true;
         if let Err(e) = result {
             self.write_error = Some(io::Error::new(e.kind(), e.to_string()));
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Writes out the buffer; on a write error, keeps it and writes no more.
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = &self.write_error {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        self.unflushed = false;
+        self.out.flush().inspect_err(|e| {
+            self.write_error = Some(io::Error::new(e.kind(), e.to_string()));
+        })
     }
 }
 
@@ -555,6 +583,7 @@ impl Shared {
             sink: Mutex::new(Sink {
                 out,
                 pending: BTreeMap::new(),
+                unflushed: false,
                 tally: Tally::new(),
                 progress: progress.clone(),
                 write_error: None,
@@ -576,10 +605,19 @@ impl Shared {
             }) => Outcome::untried(outcome.index, &url, error),
             _ => outcome,
         };
-        // Flushed per line so a consumer of a pipe sees each URL as it
-        // finishes, not when a buffer fills.
-        if sink.write(&outcome, true).is_err() {
+        // Into the buffer only: the flusher thread writes it out within
+        // FLUSH_EVERY, and `run` at the end.
+        if sink.write(&outcome).is_err() {
             // A closed pipe (`| head`) or a full disk: stop fetching.
+            cancel.cancel();
+        }
+    }
+
+    /// Writes out what the output's buffer holds; on an error, which the
+    /// sink keeps, cancels the run as a failed write does.
+    fn flush(&self, cancel: &CancelToken) {
+        let mut sink = lock(&self.sink);
+        if sink.unflushed && sink.flush().is_err() {
             cancel.cancel();
         }
     }
@@ -693,7 +731,7 @@ fn write_the_rest(source: Option<&mut Source>, sink: &mut Sink, patience: Durati
             ),
         };
         // A write error is kept in the sink; the caller reports it.
-        let _ = sink.write(&outcome, false);
+        let _ = sink.write(&outcome);
     }
     let mut unread = 0;
     let Some(source) = source else {
@@ -711,7 +749,7 @@ fn write_the_rest(source: Option<&mut Source>, sink: &mut Sink, patience: Durati
                     Line::TooLong { start, .. } => start,
                 };
                 let outcome = cut_off(index, url, Duration::ZERO, "before the URL started");
-                let _ = sink.write(&outcome, false);
+                let _ = sink.write(&outcome);
                 unread += 1;
             }
             Ok(None) => break InputLeft::None,
@@ -803,6 +841,24 @@ fn watch_signals(shared: &Arc<Shared>, cancel: &CancelToken) -> Result<()> {
             }
         })
         .context("starting the signal thread")?;
+    Ok(())
+}
+
+/// Flushes the output every [`FLUSH_EVERY`] while records are waiting in its
+/// buffer. The thread lives as long as the process: `run` flushes once more
+/// at the end, and a later flush finds nothing to write.
+fn flush_periodically(shared: &Arc<Shared>, cancel: &CancelToken) -> Result<()> {
+    let shared = Arc::clone(shared);
+    let cancel = cancel.clone();
+    thread::Builder::new()
+        .name("fetchlab-flush".into())
+        .spawn(move || {
+            loop {
+                thread::sleep(FLUSH_EVERY);
+                shared.flush(&cancel);
+            }
+        })
+        .context("starting the flush thread")?;
     Ok(())
 }
 
@@ -1006,7 +1062,7 @@ mod tests {
 
     #[test]
     fn the_second_signal_writes_the_urls_in_flight_then_the_unread_ones() {
-        let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
+        let (tx, rx) = handoff::channel(READ_AHEAD);
         let captured = Captured::default();
         let shared = Shared::new(rx, Box::new(captured.clone()), ProgressBar::hidden());
         for line in ["http://a/0", "http://a/1", "http://a/2", "http://a/3"] {
@@ -1066,7 +1122,7 @@ mod tests {
 
     #[test]
     fn an_over_long_line_gets_an_invalid_url_record() {
-        let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
+        let (tx, rx) = handoff::channel(READ_AHEAD);
         let captured = Captured::default();
         let shared = Shared::new(rx, Box::new(captured.clone()), ProgressBar::hidden());
         tx.send(Ok(Line::TooLong {
