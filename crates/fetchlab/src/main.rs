@@ -12,6 +12,7 @@ mod compare;
 mod handoff;
 mod lessons;
 mod mock;
+mod resume;
 mod run;
 
 use std::process::ExitCode;

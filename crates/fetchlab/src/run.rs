@@ -17,7 +17,14 @@
 //! - a signal thread cancels the run on the first SIGINT, SIGTERM or SIGHUP
 //!   and, on a second one, writes a record for every URL still unwritten and
 //!   exits ([`Shared::stop_now`]).
+//!
+//! With `--resume` ([`resume`](crate::resume)), [`Source`] skips the input
+//! lines that the output file already has a final record for. The model
+//! then numbers the URLs it is handed 0, 1, 2... without them, so its index
+//! is not the line's: every record is written with the input index kept in
+//! [`Pending`] (or, for lines the model never saw, read from [`Source`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
@@ -31,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use clap::builder::PossibleValuesParser;
-use fetch_core::{CancelToken, ErrorKind, FetchError, Options, Outcome};
+use fetch_core::{CancelToken, ErrorKind, FetchError, Options, Outcome, shown_url};
 use fetchlab::summary::{Summary, Tally};
 use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -40,6 +47,7 @@ use signal_hook::iterator::Signals;
 use fetchlab::models;
 
 use crate::handoff::{self, Receiver, RecvTimeoutError};
+use crate::resume::{Conflict, Resume};
 
 /// The longest input line taken as a URL: fetch-core's cap on a URL, so
 /// that every over-long line gets the same record. A longer line is an
@@ -91,12 +99,29 @@ Signals:
   that stays open, such as a terminal, get none after a 1 s wait).
   A third signal quits at once, even mid-record.
 
+Resume:
+  --out FILE --resume continues a run that was stopped (a signal, kill -9, a
+  crash, --deadline-ms). The records already in FILE are read back; every
+  input line that has a final record (any record but `cancelled` or
+  `deadline`) is skipped, with no request, and the other lines are fetched
+  and their records appended, with their index in the input. A last line cut
+  off mid-write (kill -9) is removed first and its URL fetched again; any
+  other line that is not a record is an error naming it. A line's final
+  record is the one that is not cancelled/deadline: FILE holds at most one
+  per line, and exactly one once a run ends on its own (the line's earlier
+  cancelled/deadline records stay before it). FILE must come from the same
+  URL list: a record whose url is not the line at its index, or an index
+  past the end of the list, is an error, found before anything is fetched
+  when --urls is a file, and as the lines arrive when it is '-'. A FILE that
+  does not exist yet starts a fresh run. Memory: 16 bytes per final record.
+
 Exit codes:
   0      the run ended on its own: every URL has its record (a run cut short
          by --deadline-ms included; see the records for failures)
   1      error: bad option value, unreadable URL file, a read error part-way
-         (records were written up to it), an output write error
-  2      usage error (unknown option, unknown model)
+         (records were written up to it), an output write error, a --resume
+         FILE with a line that is not a record or written for another list
+  2      usage error (unknown option, unknown model, --resume without --out)
   128+N  stopped by signal N, every record written: 130 SIGINT, 143 SIGTERM,
          129 SIGHUP
 
@@ -156,27 +181,64 @@ pub struct RunArgs {
     /// Never show the progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
+    /// Continue an interrupted run: read the records already in --out FILE,
+    /// skip the input lines that have a final one (not cancelled/deadline)
+    /// and append records for the rest. See "Resume" in --help.
+    #[arg(long)]
+    resume: bool,
 }
 
 /// Runs the list; `Ok` carries the exit code (0, or 128 + the signal that
 /// stopped the run), `Err` is an error (exit code 1).
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    if args.resume && is_stdin(&args.out) {
+        return Ok(usage_error(
+            "--resume needs --out FILE: it reads back the records already in FILE and appends \
+             the rest (standard output cannot be read back)",
+        ));
+    }
     let model = models::build(&args.model)?;
     let options = options(args)?;
     check_fd_limit(args.concurrency, model.concurrency(&options));
-    // The progress bar's length: a file is counted first (a quick streaming
-    // pass), but only when the bar is shown; standard input can only be read
-    // once, so it gets a spinner.
-    let show_progress = !args.no_progress && io::stderr().is_terminal();
-    let total = if show_progress && !is_stdin(&args.urls) {
-        Some(count_urls(open_urls(&args.urls)?).with_context(|| in_file(&args.urls))?)
+    // Read, checked, but not changed yet: nothing is written to FILE unless
+    // the run goes ahead.
+    let mut resume = if args.resume {
+        open_resume(&args.out)?
     } else {
         None
     };
+    // The progress bar's length: a file is counted first (a quick streaming
+    // pass), but only when the bar is shown; standard input can only be read
+    // once, so it gets a spinner. A resumed run over a file always makes that
+    // pass, to check the file against the list before fetching anything.
+    let show_progress = !args.no_progress && io::stderr().is_terminal();
+    let total = match &mut resume {
+        Some((r, _)) if !is_stdin(&args.urls) => {
+            let lines = check_input(open_urls(&args.urls)?, r, &args.urls)?;
+            let left = lines.saturating_sub(r.done());
+            eprintln!(
+                "fetchlab: {} of {} lines left to fetch",
+                grouped(left),
+                grouped(lines)
+            );
+            Some(left)
+        }
+        _ if show_progress && !is_stdin(&args.urls) => {
+            Some(count_urls(open_urls(&args.urls)?).with_context(|| in_file(&args.urls))?)
+        }
+        _ => None,
+    };
     let lines = spawn_reader(open_urls(&args.urls)?)?;
     // `Stdout`, not its lock: the signal thread may write the last records.
+    let mut resumed = None;
     let out: Box<dyn Write + Send> = if is_stdin(&args.out) {
         Box::new(BufWriter::new(io::stdout()))
+    } else if let Some((r, file)) = resume {
+        let file = r
+            .append_to(file)
+            .with_context(|| format!("cannot append to {}", args.out.display()))?;
+        resumed = Some(r);
+        Box::new(BufWriter::new(file))
     } else {
         let file = File::create(&args.out)
             .with_context(|| format!("cannot create output file {}", args.out.display()))?;
@@ -187,7 +249,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     } else {
         ProgressBar::hidden()
     };
-    let shared = Arc::new(Shared::new(lines, out, progress));
+    let shared = Arc::new(Shared::new(lines, out, progress, resumed));
     let cancel = CancelToken::new();
     watch_signals(&shared, &cancel)?;
     flush_periodically(&shared, &cancel)?;
@@ -196,7 +258,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // Streaming: URLs are read as slots free up and each record is written
     // and dropped as it arrives, so memory does not grow with the list.
     model.run_iter(
-        &mut Urls { shared: &shared },
+        &mut Urls {
+            shared: &shared,
+            cancel: &cancel,
+        },
         &options,
         &mut |o: Outcome| shared.write(o, &cancel),
         &cancel,
@@ -212,13 +277,31 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     if let Some(e) = write_error {
         bail!("writing output: {e}");
     }
-    if let Some(e) = lock(&shared.source).error.take() {
+    let (conflict, read_error, skipped) = {
+        let mut source = lock(&shared.source);
+        let skipped = source.resume.as_ref().map(Resume::skipped);
+        (source.conflict.take(), source.error.take(), skipped)
+    };
+    if let Some(conflict) = conflict {
+        // Only with `--urls -`: a file is checked before the run.
+        bail!("{conflict} (records were appended for the lines read before it)");
+    }
+    if let Some(e) = read_error {
         bail!(
             "reading URLs from {}: {e} (records were written for the URLs read before it)",
             args.urls.display()
         );
     }
-    print_summary(model.name(), &tally.finish(wall));
+    let summary = tally.finish(wall);
+    print_summary(model.name(), &summary);
+    if let Some(skipped) = skipped {
+        eprintln!(
+            "  resumed {}: {} lines already done, {} records written now",
+            args.out.display(),
+            grouped(skipped),
+            grouped(summary.pages as u64)
+        );
+    }
     Ok(match shared.first_signal.load(Ordering::SeqCst) {
         0 => ExitCode::SUCCESS,
         signal => {
@@ -272,6 +355,75 @@ fn check_fd_limit(asked: usize, concurrency: usize) {
     );
 }
 
+/// A usage error found after parsing (exit code 2), worded as clap words
+/// its own.
+fn usage_error(message: &str) -> ExitCode {
+    use clap::Args as _;
+    let mut cmd = RunArgs::augment_args(clap::Command::new("run").bin_name("fetchlab run"));
+    let _ = cmd
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .print();
+    ExitCode::from(2)
+}
+
+/// `--resume`: reads `path` back, saying on stderr what it found. `None`
+/// when it does not exist yet (a fresh run).
+fn open_resume(path: &Path) -> Result<Option<(Resume, File)>> {
+    let Some((resume, file)) = Resume::open(path)? else {
+        eprintln!(
+            "fetchlab: --resume: {} does not exist yet; starting a fresh run",
+            path.display()
+        );
+        return Ok(None);
+    };
+    eprintln!(
+        "fetchlab: resuming {}: {} records, {} lines already done (the others, cancelled or \
+         not started, are fetched)",
+        path.display(),
+        grouped(resume.records()),
+        grouped(resume.done())
+    );
+    if let Some(cut) = resume.cut() {
+        eprintln!(
+            "fetchlab: {} ends in an unfinished record (line {}, {} bytes: the run writing it \
+             was killed); it is cut off and its URL fetched again",
+            path.display(),
+            cut.line,
+            cut.bytes
+        );
+    }
+    Ok(Some((resume, file)))
+}
+
+/// A resumed run's first pass over a URL file: every line that the output
+/// file says is done must be the line its record shows, and no record may
+/// be past the end; checked before anything is fetched or written. Returns
+/// the number of URL lines.
+fn check_input(reader: impl BufRead, resume: &mut Resume, path: &Path) -> Result<u64> {
+    let mut lines = LineReader::new(reader);
+    let mut n = 0u64;
+    while let Some(line) = lines.next_line().with_context(|| in_file(path))? {
+        resume.check(n, &record_url(&line))?;
+        n += 1;
+    }
+    resume.finish(n)?;
+    resume.rewind();
+    Ok(n)
+}
+
+/// `12345678` as `12,345,678`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
@@ -320,6 +472,17 @@ enum Line {
     Url(String),
     /// A line over [`MAX_LINE_BYTES`]: its start, and its length in bytes.
     TooLong { start: String, bytes: u64 },
+}
+
+/// The `url` of a line's record: the line as given, or the start of one too
+/// long (fetch-core shows a line that decodes to more than its limit the same
+/// way). A resumed run matches records with lines by it.
+fn record_url(line: &Line) -> Cow<'_, str> {
+    match line {
+        Line::Url(url) if url.len() <= fetch_core::MAX_URL_BYTES => Cow::Borrowed(url),
+        Line::Url(url) => Cow::Owned(shown_url(url)),
+        Line::TooLong { start, .. } => Cow::Borrowed(start),
+    }
 }
 
 /// Splits the input into [`Line`]s by bytes, not by `str`: a line that is not
@@ -446,18 +609,27 @@ struct Shared {
     progress: ProgressBar,
 }
 
-/// The input side: the lines read, and the index the next one gets, the
-/// same numbering as the model's `Dispatch` (0, 1, 2, ... in input order).
+/// The input side: the lines read, the index the next one gets, and, when
+/// resuming, the lines already done, which it skips.
 struct Source {
     lines: Receiver<io::Result<Line>>,
+    /// The input index of the next line: its position among the URL lines,
+    /// from 0, skipped lines included. The index every record is written with.
     next_index: usize,
+    /// URLs handed to the model so far. The model's `Dispatch` numbers them
+    /// 0, 1, 2... in that order: the input index only when none is skipped.
+    handed_out: usize,
+    resume: Option<Resume>,
     done: bool,
     error: Option<io::Error>,
+    /// The input is not the list the resumed file was written for.
+    conflict: Option<Conflict>,
 }
 
 /// The output side: every URL handed out and not yet written, and the writer.
 struct Sink {
     out: Box<dyn Write + Send>,
+    /// By the model's index of the URL (see [`Source::handed_out`]).
     pending: BTreeMap<usize, Pending>,
     /// Whether records were written since the last flush.
     unflushed: bool,
@@ -468,6 +640,9 @@ struct Sink {
 
 /// A URL handed to the model whose record is not written yet.
 struct Pending {
+    /// The line's input index, which its record gets.
+    index: usize,
+    /// The `url` its record shows ([`record_url`]).
     url: String,
     since: Instant,
     /// For a line too long to be a URL, the record to write instead of
@@ -476,8 +651,9 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(url: String, replace_with: Option<FetchError>) -> Self {
+    fn new(index: usize, url: String, replace_with: Option<FetchError>) -> Self {
         Pending {
+            index,
             url,
             since: Instant::now(),
             replace_with,
@@ -508,28 +684,48 @@ fn try_lock_for<T>(mutex: &Mutex<T>, patience: Duration) -> Option<MutexGuard<'_
 }
 
 impl Source {
-    /// The next line with its index, `Ok(None)` at the end of the input (or
-    /// at a read error, kept in `error`), or a timeout after `wait`.
+    /// The next line to give a record, with its input index; `Ok(None)` at
+    /// the end of the input (or at a read error, kept in `error`, or at a
+    /// line that the resumed file does not match, kept in `conflict`), or a
+    /// timeout after `wait`. Lines already done are skipped here.
     fn next_line(&mut self, wait: Duration) -> Result<Option<(usize, Line)>, RecvTimeoutError> {
-        if self.done {
-            return Ok(None);
-        }
-        match self.lines.recv_timeout(wait) {
-            Ok(Ok(line)) => {
-                let index = self.next_index;
-                self.next_index += 1;
-                Ok(Some((index, line)))
+        let until = Instant::now() + wait;
+        loop {
+            if self.done {
+                return Ok(None);
             }
-            Ok(Err(e)) => {
-                self.error = Some(e);
-                self.done = true;
-                Ok(None)
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Ok(line)) => {
+                    let index = self.next_index;
+                    self.next_index += 1;
+                    let Some(resume) = &mut self.resume else {
+                        return Ok(Some((index, line)));
+                    };
+                    match resume.check(index as u64, &record_url(&line)) {
+                        Ok(true) => continue,
+                        Ok(false) => return Ok(Some((index, line))),
+                        Err(conflict) => {
+                            self.conflict = Some(conflict);
+                            self.done = true;
+                            return Ok(None);
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.error = Some(e);
+                    self.done = true;
+                    return Ok(None);
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.done = true;
+                    if let Some(resume) = &self.resume {
+                        self.conflict = resume.finish(self.next_index as u64).err();
+                    }
+                    return Ok(None);
+                }
+                Err(RecvTimeoutError::Timeout) => return Err(RecvTimeoutError::Timeout),
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                self.done = true;
-                Ok(None)
-            }
-            Err(RecvTimeoutError::Timeout) => Err(RecvTimeoutError::Timeout),
         }
     }
 }
@@ -572,13 +768,17 @@ impl Shared {
         lines: Receiver<io::Result<Line>>,
         out: Box<dyn Write + Send>,
         progress: ProgressBar,
+        resume: Option<Resume>,
     ) -> Self {
         Shared {
             source: Mutex::new(Source {
                 lines,
                 next_index: 0,
+                handed_out: 0,
+                resume,
                 done: false,
                 error: None,
+                conflict: None,
             }),
             sink: Mutex::new(Sink {
                 out,
@@ -594,16 +794,21 @@ impl Shared {
         }
     }
 
-    /// The model's `on_outcome`: writes the record of a URL handed out.
+    /// The model's `on_outcome`: writes the record of a URL handed out,
+    /// with the line's input index in place of the model's.
     fn write(&self, outcome: Outcome, cancel: &CancelToken) {
         let mut sink = lock(&self.sink);
         let outcome = match sink.pending.remove(&outcome.index) {
             Some(Pending {
+                index,
                 url,
                 replace_with: Some(error),
                 ..
-            }) => Outcome::untried(outcome.index, &url, error),
-            _ => outcome,
+            }) => Outcome::untried(index, &url, error),
+            Some(Pending { index, .. }) => Outcome { index, ..outcome },
+            // Every URL the model has was noted pending before it got it,
+            // and `Dispatch` reports each one once.
+            None => outcome,
         };
         // Into the buffer only: the flusher thread writes it out within
         // FLUSH_EVERY, and `run` at the end.
@@ -676,9 +881,15 @@ impl Shared {
             eprintln!("fetchlab: error: writing output: {e}");
             std::process::exit(1);
         }
-        if let Some(e) = source.and_then(|mut s| s.error.take()) {
-            eprintln!("fetchlab: error: reading URLs: {e} (records were written up to it)");
-            std::process::exit(1);
+        if let Some(source) = source.as_deref_mut() {
+            if let Some(conflict) = source.conflict.take() {
+                eprintln!("fetchlab: error: {conflict} (records were written up to it)");
+                std::process::exit(1);
+            }
+            if let Some(e) = source.error.take() {
+                eprintln!("fetchlab: error: reading URLs: {e} (records were written up to it)");
+                std::process::exit(1);
+            }
         }
         // `sink` is still locked: the model's thread writes nothing more.
         std::process::exit(code);
@@ -705,8 +916,9 @@ enum InputLeft {
 }
 
 /// Writes a `cancelled` record for every URL handed out and not written, in
-/// index order, then for each line left in `source` (`None`: not reachable),
-/// numbering them on. Stops reading when no line comes within `patience`.
+/// index order, then for each line left in `source` (`None`: not reachable)
+/// and not already done, each with its input index. Stops reading when no
+/// line comes within `patience`.
 fn write_the_rest(source: Option<&mut Source>, sink: &mut Sink, patience: Duration) -> Rest {
     let cut_off = |index: usize, url: String, elapsed: Duration, why: &str| Outcome {
         index,
@@ -720,11 +932,11 @@ fn write_the_rest(source: Option<&mut Source>, sink: &mut Sink, patience: Durati
     };
     let pending = std::mem::take(&mut sink.pending);
     let in_flight = pending.len();
-    for (index, p) in pending {
+    for p in pending.into_values() {
         let outcome = match p.replace_with {
-            Some(error) => Outcome::untried(index, &p.url, error),
+            Some(error) => Outcome::untried(p.index, &p.url, error),
             None => cut_off(
-                index,
+                p.index,
                 p.url,
                 p.since.elapsed(),
                 "while the URL was in flight",
@@ -744,10 +956,7 @@ fn write_the_rest(source: Option<&mut Source>, sink: &mut Sink, patience: Durati
     let input = loop {
         match source.next_line(patience) {
             Ok(Some((index, line))) => {
-                let url = match line {
-                    Line::Url(url) => url,
-                    Line::TooLong { start, .. } => start,
-                };
+                let url = record_url(&line).into_owned();
                 let outcome = cut_off(index, url, Duration::ZERO, "before the URL started");
                 let _ = sink.write(&outcome);
                 unread += 1;
@@ -767,6 +976,8 @@ fn write_the_rest(source: Option<&mut Source>, sink: &mut Sink, patience: Durati
 /// thread, that notes each URL pending before handing it out.
 struct Urls<'a> {
     shared: &'a Shared,
+    /// Cancelled when the input turns out not to match a resumed file.
+    cancel: &'a CancelToken,
 }
 
 impl Iterator for Urls<'_> {
@@ -787,9 +998,21 @@ impl Iterator for Urls<'_> {
             let Ok(next) = source.next_line(INPUT_POLL) else {
                 continue;
             };
-            let (index, line) = next?;
+            let Some((index, line)) = next else {
+                if source.conflict.is_some() {
+                    // Nothing more is fetched for a list that is not FILE's.
+                    self.cancel.cancel();
+                }
+                return None;
+            };
+            // The model's index for this URL, which its outcome will carry.
+            let handed = source.handed_out;
+            source.handed_out += 1;
             let (url, pending) = match line {
-                Line::Url(url) => (url.clone(), Pending::new(url, None)),
+                Line::Url(url) => {
+                    let shown = shown_url(&url);
+                    (url, Pending::new(index, shown, None))
+                }
                 // The model gets a URL that it reports as invalid without
                 // trying it; `Shared::write` writes this error instead, which
                 // says what was wrong with the line.
@@ -798,10 +1021,10 @@ impl Iterator for Urls<'_> {
                         ErrorKind::InvalidUrl,
                         format!("URL is {bytes} bytes long; the limit is {MAX_LINE_BYTES} bytes"),
                     );
-                    (String::new(), Pending::new(start, Some(error)))
+                    (String::new(), Pending::new(index, start, Some(error)))
                 }
             };
-            lock(&self.shared.sink).pending.insert(index, pending);
+            lock(&self.shared.sink).pending.insert(handed, pending);
             return Some(url);
         }
     }
@@ -1064,12 +1287,16 @@ mod tests {
     fn the_second_signal_writes_the_urls_in_flight_then_the_unread_ones() {
         let (tx, rx) = handoff::channel(READ_AHEAD);
         let captured = Captured::default();
-        let shared = Shared::new(rx, Box::new(captured.clone()), ProgressBar::hidden());
+        let shared = Shared::new(rx, Box::new(captured.clone()), ProgressBar::hidden(), None);
         for line in ["http://a/0", "http://a/1", "http://a/2", "http://a/3"] {
             tx.send(Ok(url(line))).unwrap();
         }
         // The model takes three URLs and finishes the second.
-        let mut urls = Urls { shared: &shared };
+        let cancel = CancelToken::new();
+        let mut urls = Urls {
+            shared: &shared,
+            cancel: &cancel,
+        };
         let taken: Vec<String> = urls.by_ref().take(3).collect();
         assert_eq!(taken, ["http://a/0", "http://a/1", "http://a/2"]);
         let done = Outcome::untried(1, "http://a/1", FetchError::new(ErrorKind::Connect, "x"));
@@ -1120,18 +1347,154 @@ mod tests {
         assert_eq!(records[1].as_object().unwrap().len(), 10, "the usual shape");
     }
 
+    /// `(index, url, error kind)` of every record written to `captured`.
+    fn written(captured: &Captured) -> Vec<(u64, String, String)> {
+        let text = String::from_utf8(lock(&captured.0).clone()).unwrap();
+        text.lines()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    r["index"].as_u64().unwrap(),
+                    r["url"].as_str().unwrap().to_string(),
+                    r["error"]["kind"].as_str().unwrap_or("ok").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn saved(records: &[(u64, &str, Option<&str>)]) -> Resume {
+        let text: String = records
+            .iter()
+            .map(|(index, url, kind)| {
+                let error = kind.map(|k| serde_json::json!({"kind": k, "message": "m"}));
+                let r = serde_json::json!({"index": index, "url": url, "error": error});
+                format!("{r}\n")
+            })
+            .collect();
+        Resume::from_reader(Path::new("out.jsonl"), text.as_bytes()).unwrap()
+    }
+
+    /// Resuming, the model numbers only the lines not done (0, 1, 2...); every
+    /// record, the model's, the second signal's for a URL in flight and for a
+    /// line not read, carries the line's input index, and done lines get none.
+    #[test]
+    fn a_resumed_run_writes_input_indexes_and_skips_lines_done() {
+        let (tx, rx) = handoff::channel(READ_AHEAD);
+        let captured = Captured::default();
+        let resume = saved(&[
+            (0, "http://a/0", None),
+            (2, "http://a/2", Some("http_status")),
+            (3, "http://a/3", Some("cancelled")),
+            (5, "http://a/5", None),
+        ]);
+        let shared = Shared::new(
+            rx,
+            Box::new(captured.clone()),
+            ProgressBar::hidden(),
+            Some(resume),
+        );
+        for i in 0..6 {
+            tx.send(Ok(url(&format!("http://a/{i}")))).unwrap();
+        }
+        let cancel = CancelToken::new();
+        let mut urls = Urls {
+            shared: &shared,
+            cancel: &cancel,
+        };
+        let taken: Vec<String> = urls.by_ref().take(2).collect();
+        assert_eq!(taken, ["http://a/1", "http://a/3"], "0 and 2 are done");
+        // The model's index 0 is input line 1.
+        let done = Outcome::untried(0, "http://a/1", FetchError::new(ErrorKind::Connect, "x"));
+        shared.write(done, &cancel);
+        assert_eq!(
+            written(&captured),
+            [(1, "http://a/1".into(), "connect".into())]
+        );
+        drop(tx);
+
+        let mut source = lock(&shared.source);
+        let mut sink = lock(&shared.sink);
+        let rest = write_the_rest(Some(&mut source), &mut sink, Duration::from_millis(10));
+        let expected = Rest {
+            in_flight: 1,
+            unread: 1,
+            input: InputLeft::None,
+        };
+        assert_eq!(rest, expected, "line 5 is done: no record");
+        assert_eq!(
+            written(&captured)[1..],
+            [
+                (3, "http://a/3".into(), "cancelled".into()),
+                (4, "http://a/4".into(), "cancelled".into()),
+            ]
+        );
+        assert_eq!(source.resume.as_ref().unwrap().skipped(), 3);
+        assert!(source.conflict.is_none());
+        assert!(!cancel.is_cancelled());
+    }
+
+    /// A line that is not the one its final record shows stops the input
+    /// there, and the run is cancelled: nothing more is fetched.
+    #[test]
+    fn a_resumed_run_stops_at_a_line_its_file_does_not_match() {
+        let (tx, rx) = handoff::channel(READ_AHEAD);
+        let captured = Captured::default();
+        let resume = saved(&[(1, "http://a/1", None)]);
+        let shared = Shared::new(
+            rx,
+            Box::new(captured.clone()),
+            ProgressBar::hidden(),
+            Some(resume),
+        );
+        for line in ["http://a/0", "http://b/1", "http://a/2"] {
+            tx.send(Ok(url(line))).unwrap();
+        }
+        let cancel = CancelToken::new();
+        let mut urls = Urls {
+            shared: &shared,
+            cancel: &cancel,
+        };
+        assert_eq!(urls.next().as_deref(), Some("http://a/0"));
+        assert_eq!(urls.next(), None);
+        assert!(cancel.is_cancelled());
+        let conflict = lock(&shared.source).conflict.take().unwrap().to_string();
+        assert!(
+            conflict.starts_with(
+                "out.jsonl was written for another URL list: the line at index 1 is \"http://b/1\""
+            ),
+            "{conflict}"
+        );
+    }
+
+    #[test]
+    fn numbers_are_grouped_by_thousands() {
+        let cases = [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (12_345_678, "12,345,678"),
+        ];
+        for (n, text) in cases {
+            assert_eq!(grouped(n), text);
+        }
+    }
+
     #[test]
     fn an_over_long_line_gets_an_invalid_url_record() {
         let (tx, rx) = handoff::channel(READ_AHEAD);
         let captured = Captured::default();
-        let shared = Shared::new(rx, Box::new(captured.clone()), ProgressBar::hidden());
+        let shared = Shared::new(rx, Box::new(captured.clone()), ProgressBar::hidden(), None);
         tx.send(Ok(Line::TooLong {
             start: "http://x/".into(),
             bytes: 70_000,
         }))
         .unwrap();
         drop(tx);
-        let mut urls = Urls { shared: &shared };
+        let cancel = CancelToken::new();
+        let mut urls = Urls {
+            shared: &shared,
+            cancel: &cancel,
+        };
         assert_eq!(urls.next().as_deref(), Some(""), "a URL the model refuses");
         assert_eq!(urls.next(), None);
         // What the model reports for the empty URL is replaced.

@@ -612,3 +612,474 @@ fn run_help_lists_the_models_and_a_wrong_one_is_refused() {
     assert!(stderr.contains("possible values"), "{stderr}");
     assert!(stderr.contains(&names.join(", ")), "{stderr}");
 }
+
+// ---- `run --out FILE --resume` ----
+
+/// Whether a record is its line's final one (`--resume` skips such lines).
+fn is_final(record: &Value) -> bool {
+    !matches!(
+        record["error"]["kind"].as_str(),
+        Some("cancelled" | "deadline")
+    )
+}
+
+/// The complete records of an output file; a last line without its newline
+/// (a run killed mid-write) is left out, and returned as the second value.
+fn file_records(path: &std::path::Path) -> (Vec<Value>, String) {
+    let text = String::from_utf8(std::fs::read(path).unwrap()).unwrap();
+    let (complete, partial) = match text.rfind('\n') {
+        Some(i) => text.split_at(i + 1),
+        None => ("", text.as_str()),
+    };
+    (lines(complete.as_bytes()), partial.to_string())
+}
+
+/// The indexes that have a final record.
+fn final_indexes(records: &[Value]) -> BTreeSet<u64> {
+    records
+        .iter()
+        .filter(|r| is_final(r))
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect()
+}
+
+/// Exactly one final record for each index of `0..n`, and no other index.
+fn assert_one_final_per_index(records: &[Value], n: u64) {
+    let finals: Vec<u64> = records
+        .iter()
+        .filter(|r| is_final(r))
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    let unique: BTreeSet<u64> = finals.iter().copied().collect();
+    assert_eq!(
+        finals.len(),
+        unique.len(),
+        "at most one final record per line"
+    );
+    assert_eq!(unique, (0..n).collect(), "a final record for every line");
+    assert!(
+        records.iter().all(|r| r["index"].as_u64().unwrap() < n),
+        "no index past the input"
+    );
+}
+
+/// Waits (bounded) until `path` holds at least `n` lines.
+fn wait_for_lines(path: &std::path::Path, n: usize) {
+    let until = Instant::now() + PATIENCE;
+    loop {
+        let written = std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
+        if written >= n {
+            return;
+        }
+        assert!(Instant::now() < until, "{written} lines after {PATIENCE:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `fetchlab run --resume` over `list` into `out`, run to its end.
+fn resume_run(model: &str, list: &std::path::Path, out: &std::path::Path) -> (i32, String) {
+    let output = fetchlab()
+        .args(["run", "--model", model, "--concurrency", "4", "--urls"])
+        .arg(list)
+        .arg("--out")
+        .arg(out)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The server's requests per page id since its last reset, as a set of the
+/// ids, each of which must have been requested exactly once.
+fn requested_once(srv: &MockServer) -> BTreeSet<u64> {
+    let stats = srv.stats();
+    for (id, n) in &stats.requests_per_id {
+        assert_eq!(*n, 1, "page {id} requested {n} times");
+    }
+    stats.requests_per_id.keys().copied().collect()
+}
+
+/// SIGTERM part-way, then `--resume`: the file ends with exactly one final
+/// record per line, and the resumed run requested exactly the lines the
+/// first one left without a final record, each once. A third run finds
+/// nothing left to do.
+#[test]
+fn a_run_stopped_by_sigterm_resumes_where_it_stopped() {
+    let n = 400;
+    let srv = MockServer::start(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(20)),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (list, out) = (dir.path().join("urls.txt"), dir.path().join("out.jsonl"));
+    std::fs::write(&list, srv.page_urls(n).join("\n")).unwrap();
+
+    let child = Spawned::start(
+        fetchlab()
+            .args(["run", "--model", "tokio", "--concurrency", "2", "--urls"])
+            .arg(&list)
+            .arg("--out")
+            .arg(&out),
+    );
+    wait_for_lines(&out, 50);
+    child.signal("TERM");
+    let (exit, _, stderr) = child.finish(PATIENCE);
+    assert_eq!(exit, Some(143), "{stderr}");
+    let (first, partial) = file_records(&out);
+    assert_eq!(partial, "", "a signal leaves whole records");
+    assert_every_index(&first, n);
+    let done = final_indexes(&first);
+    assert!(
+        done.len() >= 50 && done.len() < n as usize,
+        "{} done",
+        done.len()
+    );
+
+    srv.reset_stats();
+    let (code, stderr) = resume_run("threads", &list, &out);
+    assert_eq!(code, 0, "{stderr}");
+    let (records, _) = file_records(&out);
+    assert_one_final_per_index(&records, n);
+    assert_eq!(
+        &records[..first.len()],
+        &first[..],
+        "appended, not rewritten"
+    );
+    let left: BTreeSet<u64> = (0..n).filter(|i| !done.contains(i)).collect();
+    assert_eq!(requested_once(&srv), left, "only the lines left, once each");
+    let new_indexes: BTreeSet<u64> = records[first.len()..]
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(new_indexes, left);
+    for r in &records[first.len()..] {
+        let index = r["index"].as_u64().unwrap();
+        assert_eq!(r["url"], srv.page_url(index), "the input index: {r}");
+        assert_eq!(r["title"], mock_server::page_title(index), "{r}");
+    }
+    assert!(
+        stderr.contains(&format!("{} of {n} lines left to fetch", left.len())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{} lines already done, {} records written now",
+            done.len(),
+            left.len()
+        )),
+        "{stderr}"
+    );
+
+    srv.reset_stats();
+    let before = std::fs::read(&out).unwrap();
+    let (code, stderr) = resume_run("mio", &list, &out);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read(&out).unwrap(), before, "nothing left to do");
+    assert_eq!(srv.stats().total_requests, 0);
+    assert!(
+        stderr.contains("400 lines already done, 0 records written now"),
+        "{stderr}"
+    );
+}
+
+/// `kill -9` part-way (records in the buffer are lost, the last line may
+/// be cut), then `--resume`: exactly one final record per line, and only the
+/// lines without a complete final record are requested again.
+#[test]
+fn a_run_killed_with_sigkill_resumes_where_its_records_stop() {
+    let n = 400;
+    let srv = MockServer::start(MockConfig {
+        latency: Latency::Fixed(Duration::from_millis(20)),
+        ..MockConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (list, out) = (dir.path().join("urls.txt"), dir.path().join("out.jsonl"));
+    std::fs::write(&list, srv.page_urls(n).join("\n")).unwrap();
+
+    let child = Spawned::start(
+        fetchlab()
+            .args(["run", "--model", "threads", "--concurrency", "2", "--urls"])
+            .arg(&list)
+            .arg("--out")
+            .arg(&out),
+    );
+    wait_for_lines(&out, 50);
+    child.signal("KILL");
+    let (exit, _, _) = child.finish(PATIENCE);
+    assert_eq!(exit, None, "killed by a signal");
+    let (first, partial) = file_records(&out);
+    let done = final_indexes(&first);
+    assert_eq!(done.len(), first.len(), "a run killed wrote no `cancelled`");
+    assert!(done.len() >= 50 && done.len() < n as usize);
+
+    srv.reset_stats();
+    let (code, stderr) = resume_run("tokio", &list, &out);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr.contains("unfinished record"),
+        !partial.is_empty(),
+        "{stderr}"
+    );
+    // Every line of the file is whole now: a cut line was removed.
+    let (records, partial) = file_records(&out);
+    assert_eq!(partial, "");
+    assert_one_final_per_index(&records, n);
+    let left: BTreeSet<u64> = (0..n).filter(|i| !done.contains(i)).collect();
+    assert_eq!(requested_once(&srv), left);
+}
+
+/// The cut last line made deterministic: a file whose last record stops
+/// mid-line (and one whose last record lacks only its newline) is cut at
+/// the last complete line, and that line's URL is fetched again.
+#[test]
+fn an_unfinished_last_line_is_cut_off_and_its_url_fetched_again() {
+    let n = 20;
+    let srv = MockServer::start(MockConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (list, out) = (dir.path().join("urls.txt"), dir.path().join("out.jsonl"));
+    std::fs::write(&list, srv.page_urls(n).join("\n")).unwrap();
+    let (code, stderr) = resume_run("sequential", &list, &out);
+    assert!(
+        stderr.contains("does not exist yet; starting a fresh run"),
+        "{stderr}"
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let complete = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = complete.lines().collect();
+    assert_eq!(lines.len(), n as usize);
+    let index_of = |line: &str| -> u64 {
+        serde_json::from_str::<Value>(line).unwrap()["index"]
+            .as_u64()
+            .unwrap()
+    };
+
+    // Kept: the first 10 records; then half of the 11th, or the 11th
+    // without its newline.
+    let kept: String = lines[..10].iter().map(|l| format!("{l}\n")).collect();
+    let cut_line = lines[10];
+    for last in [&cut_line[..cut_line.len() / 2], cut_line] {
+        std::fs::write(&out, format!("{kept}{last}")).unwrap();
+        srv.reset_stats();
+        let (code, stderr) = resume_run("smol", &list, &out);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "ends in an unfinished record (line 11, {} bytes",
+                last.len()
+            )),
+            "{stderr}"
+        );
+        let (records, partial) = file_records(&out);
+        assert_eq!(partial, "");
+        assert_eq!(records.len(), n as usize, "the cut line is gone");
+        assert_one_final_per_index(&records, n);
+        let expected: BTreeSet<u64> = lines[10..].iter().map(|l| index_of(l)).collect();
+        assert_eq!(requested_once(&srv), expected);
+        assert!(expected.contains(&index_of(cut_line)));
+    }
+}
+
+/// The input index survives skipping: a list with comments, blank lines
+/// and a line that is not a URL, resumed from a file with some lines done
+/// and one cancelled, here read from standard input (lines checked as they
+/// arrive) where the first runs read a file.
+#[test]
+fn resumed_records_keep_their_input_index() {
+    let srv = MockServer::start(MockConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (list, out) = (dir.path().join("urls.txt"), dir.path().join("out.jsonl"));
+    // Indexes: page 10 → 0, "not a url" → 1, page 11 → 2, page 12 → 3,
+    // page 13 → 4.
+    let text = format!(
+        "# a list\n\n{}\nnot a url\n\n# more\n{}\n  {}  \n{}\n",
+        srv.page_url(10),
+        srv.page_url(11),
+        srv.page_url(12),
+        srv.page_url(13)
+    );
+    std::fs::write(&list, &text).unwrap();
+    let (code, stderr) = resume_run("sequential", &list, &out);
+    assert_eq!(code, 0, "{stderr}");
+    let (all, _) = file_records(&out);
+    let by_index = |i: u64| -> Value {
+        all.iter()
+            .find(|r| r["index"] == i)
+            .unwrap_or_else(|| panic!("no record {i}"))
+            .clone()
+    };
+    // Done: 0 (a page) and 3 (a page); 2 was cancelled; 1 and 4 never
+    // written.
+    let mut cancelled = by_index(2);
+    cancelled["ok"] = Value::Bool(false);
+    cancelled["error"] = serde_json::json!({"kind": "cancelled", "message": "run interrupted"});
+    let kept = [by_index(0), cancelled, by_index(3)];
+    let kept_text: String = kept.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&out, &kept_text).unwrap();
+
+    srv.reset_stats();
+    let mut child = fetchlab()
+        .args(["run", "--model", "tokio", "--urls", "-", "--out"])
+        .arg(&out)
+        .arg("--resume")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("2 lines already done, 3 records written now"),
+        "{stderr}"
+    );
+
+    let (records, _) = file_records(&out);
+    assert_eq!(&records[..3], &kept[..], "the old records stay, in place");
+    assert_one_final_per_index(&records, 5);
+    let new: Vec<(u64, String, Value)> = {
+        let mut new: Vec<_> = records[3..]
+            .iter()
+            .map(|r| {
+                (
+                    r["index"].as_u64().unwrap(),
+                    r["url"].as_str().unwrap().to_string(),
+                    r["error"]["kind"].clone(),
+                )
+            })
+            .collect();
+        new.sort_by_key(|(i, ..)| *i);
+        new
+    };
+    assert_eq!(
+        new,
+        [
+            (1, "not a url".to_string(), Value::from("invalid_url")),
+            (2, srv.page_url(11), Value::Null),
+            (4, srv.page_url(13), Value::Null),
+        ]
+    );
+    assert_eq!(
+        requested_once(&srv),
+        BTreeSet::from([11, 13]),
+        "pages 10 and 12 are done; the invalid line is never requested"
+    );
+}
+
+/// A file written for another list is refused before anything is fetched
+/// or written, whether a line differs or the list is shorter; with `--urls -`
+/// as soon as the differing line arrives.
+#[test]
+fn a_file_written_for_another_list_is_refused() {
+    let srv = MockServer::start(MockConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (list, out) = (dir.path().join("urls.txt"), dir.path().join("out.jsonl"));
+    std::fs::write(&list, srv.page_urls(5).join("\n")).unwrap();
+    let (code, stderr) = resume_run("sequential", &list, &out);
+    assert_eq!(code, 0, "{stderr}");
+    let before = std::fs::read(&out).unwrap();
+
+    let other = dir.path().join("other.txt");
+    let mut urls = srv.page_urls(5);
+    urls[2] = format!("{}/page/99", srv.base_url());
+    std::fs::write(&other, urls.join("\n")).unwrap();
+    srv.reset_stats();
+    let (code, stderr) = resume_run("tokio", &other, &out);
+    assert_eq!(code, 1, "{stderr}");
+    let expected = format!(
+        "{} was written for another URL list: the line at index 2 is \"{}\", the record says \
+         \"{}\" (line ",
+        out.display(),
+        urls[2],
+        srv.page_url(2)
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    // A shorter list: the file has records past its end.
+    let shorter = dir.path().join("shorter.txt");
+    std::fs::write(&shorter, srv.page_urls(3).join("\n")).unwrap();
+    let (code, stderr) = resume_run("tokio", &shorter, &out);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("was written for another URL list: it has a record for index 4"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("but the input has 3 URL lines"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        before,
+        "the file is untouched"
+    );
+    assert_eq!(srv.stats().total_requests, 0, "nothing fetched");
+
+    // From standard input, the lines are checked as they arrive.
+    let output = fetchlab()
+        .args(["run", "--model", "tokio", "--urls", "-", "--out"])
+        .arg(&out)
+        .arg("--resume")
+        .stdin(std::fs::File::open(&other).unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert_eq!(srv.stats().total_requests, 0, "nothing fetched");
+}
+
+/// `--resume` needs a file to read back (a usage error otherwise), and a
+/// complete line that is not a record is an error naming the line.
+#[test]
+fn resume_needs_an_output_file_of_records() {
+    for out in [&["--out", "-"][..], &[]] {
+        let output = fetchlab()
+            .args(["run", "--model", "tokio", "--urls", "-", "--resume"])
+            .args(out)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{out:?}: {stderr}");
+        assert!(stderr.contains("--resume needs --out FILE"), "{stderr}");
+    }
+
+    let srv = MockServer::start(MockConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (list, out) = (dir.path().join("urls.txt"), dir.path().join("out.jsonl"));
+    std::fs::write(&list, srv.page_urls(3).join("\n")).unwrap();
+    let (code, stderr) = resume_run("sequential", &list, &out);
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(1, "{\"index\": 7, \"url\": \"edited by hand\"");
+    let edited = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    std::fs::write(&out, &edited).unwrap();
+    srv.reset_stats();
+    let (code, stderr) = resume_run("sequential", &list, &out);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot resume {}: line 2 is not a fetchlab record",
+            out.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), edited, "untouched");
+    assert_eq!(srv.stats().total_requests, 0);
+
+    let output = fetchlab().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for topic in ["--resume", "Resume:", "final record"] {
+        assert!(help.contains(topic), "--help mentions {topic:?}: {help}");
+    }
+}
