@@ -37,6 +37,17 @@ fn rate_cell(rate: f64, low: f64, high: f64) -> String {
     format!("{} ({}–{})", num(rate), num(low), num(high))
 }
 
+/// A time per run in microseconds with its interval: `8.59 (8.40–8.75)`.
+fn time_cell(r: &BenchRow) -> String {
+    let us = |ns: f64| num(ns / 1e3);
+    format!(
+        "{} ({}–{})",
+        us(r.median_ns),
+        us(r.ci_low_ns),
+        us(r.ci_high_ns)
+    )
+}
+
 /// A cell as it stands in the CSV, or a dash when empty.
 fn cell(r: &Record, column: &str) -> String {
     r.text(column).map_or_else(|| "–".to_string(), escape)
@@ -157,8 +168,10 @@ fn bench_section(out: &mut String, x: &Inputs) {
     let _ = writeln!(
         out,
         "Pages per second at criterion's median time per run, with the {level:.0}% \
-         confidence interval of that median in brackets. Each column is the \
-         benchmark's parameter: the concurrency (requests in flight).\n"
+ confidence interval of that median in brackets. Each column is the \
+         benchmark's parameter: the concurrency (requests in flight). A group \
+         that fetches no pages (the `parse` bench: the CPU stage alone) shows \
+         microseconds per run instead, one column per input.\n"
     );
     let mut groups: BTreeMap<&str, Vec<&BenchRow>> = BTreeMap::new();
     for r in x.bench {
@@ -175,7 +188,13 @@ fn bench_section(out: &mut String, x: &Inputs) {
             .iter()
             .map(|p| common_pages(rows.iter().copied().filter(|r| r.parameter == *p)))
             .collect();
-        let pages = group_pages.map_or(String::new(), |n| format!(", {n} pages per run"));
+        // A group that fetches nothing is timed per run, by input.
+        let timed = rows.iter().all(|r| r.pages.is_none());
+        let pages = match group_pages {
+            Some(n) => format!(", {n} pages per run"),
+            None if timed => ", µs per run".to_string(),
+            None => String::new(),
+        };
         let _ = writeln!(out, "### `{group}`{pages}\n");
         let mut models: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
         models.sort_by_key(|m| model_rank(m));
@@ -186,6 +205,7 @@ fn bench_section(out: &mut String, x: &Inputs) {
                     .iter()
                     .zip(&column_pages)
                     .map(|(p, n)| match (group_pages, n) {
+                        _ if timed => p.to_string(),
                         (None, Some(n)) => format!("C={p} ({n} pages)"),
                         _ => format!("C={p}"),
                     }),
@@ -197,10 +217,13 @@ fn bench_section(out: &mut String, x: &Inputs) {
             .map(|model| {
                 std::iter::once(model.to_string())
                     .chain(params.iter().map(|p| {
-                        rows.iter()
-                            .find(|r| r.model == *model && r.parameter == *p)
-                            .and_then(|r| r.pages_per_s())
-                            .map_or_else(|| "–".to_string(), |(m, l, h)| rate_cell(m, l, h))
+                        let row = rows.iter().find(|r| r.model == *model && r.parameter == *p);
+                        match row {
+                            Some(r) if timed => time_cell(r),
+                            _ => row
+                                .and_then(|r| r.pages_per_s())
+                                .map_or_else(|| "–".to_string(), |(m, l, h)| rate_cell(m, l, h)),
+                        }
                     }))
                     .collect()
             })
@@ -478,6 +501,38 @@ mod tests {
             ci_high_ns: median_ms * 1.1e6,
             confidence_level: 0.95,
         }
+    }
+
+    #[test]
+    fn a_group_without_pages_is_timed_per_run_by_input() {
+        let parse = |model: &str, input: &str, median_us: f64| BenchRow {
+            group: "parse".into(),
+            pages: None,
+            ..row(model, input, median_us / 1e3)
+        };
+        let bench = [
+            parse("dom", "default_2KiB", 27.2),
+            parse("stream", "default_2KiB", 8.6),
+            parse("stream", "large_64KiB", 581.0),
+        ];
+        let md = render(&Inputs {
+            date: "2026-01-01",
+            machine_name: "m",
+            machine: &Machine::default(),
+            commands: &[],
+            bench: &bench,
+            latency: None,
+            footprint: None,
+            ceiling: None,
+            peer: None,
+            rss_scaling: None,
+            article: None,
+            plots: &[],
+        });
+        assert!(md.contains("### `parse`, µs per run"), "{md}");
+        assert!(md.contains("| model | default_2KiB | large_64KiB |"), "{md}");
+        assert!(md.contains("| dom | 27.2 (24.5–29.9) | – |"), "{md}");
+        assert!(md.contains("| stream | 8.6 (7.74–9.46) | 581 (523–639) |"), "{md}");
     }
 
     #[test]
