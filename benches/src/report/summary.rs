@@ -168,7 +168,7 @@ fn bench_section(out: &mut String, x: &Inputs) {
     let _ = writeln!(
         out,
         "Pages per second at criterion's median time per run, with the {level:.0}% \
- confidence interval of that median in brackets. Each column is the \
+         confidence interval of that median in brackets. Each column is the \
          benchmark's parameter: the concurrency (requests in flight). A group \
          that fetches no pages (the `parse` bench: the CPU stage alone) shows \
          microseconds per run instead, one column per input.\n"
@@ -530,9 +530,15 @@ mod tests {
             plots: &[],
         });
         assert!(md.contains("### `parse`, µs per run"), "{md}");
-        assert!(md.contains("| model | default_2KiB | large_64KiB |"), "{md}");
+        assert!(
+            md.contains("| model | default_2KiB | large_64KiB |"),
+            "{md}"
+        );
         assert!(md.contains("| dom | 27.2 (24.5–29.9) | – |"), "{md}");
-        assert!(md.contains("| stream | 8.6 (7.74–9.46) | 581 (523–639) |"), "{md}");
+        assert!(
+            md.contains("| stream | 8.6 (7.74–9.46) | 581 (523–639) |"),
+            "{md}"
+        );
     }
 
     #[test]
