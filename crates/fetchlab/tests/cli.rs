@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -702,13 +703,17 @@ fn requested_once(srv: &MockServer) -> BTreeSet<u64> {
     stats.requests_per_id.keys().copied().collect()
 }
 
-/// SIGTERM part-way, then `--resume`: the file ends with exactly one final
-/// record per line, and the resumed run requested exactly the lines the
-/// first one left without a final record, each once. A third run finds
-/// nothing left to do.
-#[test]
-fn a_run_stopped_by_sigterm_resumes_where_it_stopped() {
-    let n = 400;
+/// A run of `n` pages at 20 ms, 2 in flight, with `model`, writing to a
+/// file, once it has written 50 records: the start of the resume tests.
+struct Interrupted {
+    srv: MockServer,
+    dir: tempfile::TempDir,
+    list: PathBuf,
+    out: PathBuf,
+    child: Spawned,
+}
+
+fn start_a_run_to_interrupt(model: &str, n: u64) -> Interrupted {
     let srv = MockServer::start(MockConfig {
         latency: Latency::Fixed(Duration::from_millis(20)),
         ..MockConfig::default()
@@ -717,15 +722,37 @@ fn a_run_stopped_by_sigterm_resumes_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let (list, out) = (dir.path().join("urls.txt"), dir.path().join("out.jsonl"));
     std::fs::write(&list, srv.page_urls(n).join("\n")).unwrap();
-
     let child = Spawned::start(
         fetchlab()
-            .args(["run", "--model", "tokio", "--concurrency", "2", "--urls"])
+            .args(["run", "--model", model, "--concurrency", "2", "--urls"])
             .arg(&list)
             .arg("--out")
             .arg(&out),
     );
     wait_for_lines(&out, 50);
+    Interrupted {
+        srv,
+        dir,
+        list,
+        out,
+        child,
+    }
+}
+
+/// SIGTERM part-way, then `--resume`: the file ends with exactly one final
+/// record per line, and the resumed run requested exactly the lines the
+/// first one left without a final record, each once. A third run finds
+/// nothing left to do.
+#[test]
+fn a_run_stopped_by_sigterm_resumes_where_it_stopped() {
+    let n = 400;
+    let Interrupted {
+        srv,
+        dir: _dir,
+        list,
+        out,
+        child,
+    } = start_a_run_to_interrupt("tokio", n);
     child.signal("TERM");
     let (exit, _, stderr) = child.finish(PATIENCE);
     assert_eq!(exit, Some(143), "{stderr}");
@@ -792,23 +819,13 @@ fn a_run_stopped_by_sigterm_resumes_where_it_stopped() {
 #[test]
 fn a_run_killed_with_sigkill_resumes_where_its_records_stop() {
     let n = 400;
-    let srv = MockServer::start(MockConfig {
-        latency: Latency::Fixed(Duration::from_millis(20)),
-        ..MockConfig::default()
-    })
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (list, out) = (dir.path().join("urls.txt"), dir.path().join("out.jsonl"));
-    std::fs::write(&list, srv.page_urls(n).join("\n")).unwrap();
-
-    let child = Spawned::start(
-        fetchlab()
-            .args(["run", "--model", "threads", "--concurrency", "2", "--urls"])
-            .arg(&list)
-            .arg("--out")
-            .arg(&out),
-    );
-    wait_for_lines(&out, 50);
+    let Interrupted {
+        srv,
+        dir: _dir,
+        list,
+        out,
+        child,
+    } = start_a_run_to_interrupt("threads", n);
     child.signal("KILL");
     let (exit, _, _) = child.finish(PATIENCE);
     assert_eq!(exit, None, "killed by a signal");
