@@ -58,8 +58,11 @@ fn server(latency: Latency) -> MockServer {
     .expect("mock server starts on 127.0.0.1")
 }
 
+/// One host: the per-host limit is the concurrency, so it never binds.
 fn options(concurrency: usize) -> fetch_core::OptionsBuilder {
-    Options::builder().max_in_flight(concurrency)
+    Options::builder()
+        .max_in_flight(concurrency)
+        .max_per_host(Some(concurrency))
 }
 
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {

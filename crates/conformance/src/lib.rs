@@ -19,6 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use fetch_core::{self, Model};
+pub use hosts::*;
+pub use robots::*;
+
+mod hosts;
+mod robots;
 use fetch_core::{CancelToken, ErrorKind, Options, OptionsBuilder, Outcome, Page};
 use mock_server::{FaultSet, Latency, MockConfig, MockServer};
 
@@ -51,6 +56,16 @@ macro_rules! suite {
             https_with_pinned_self_signed_cert,
             redirects_end_the_same_way,
             a_crash_costs_the_urls_in_flight_beside_it,
+            per_host_limit_is_respected_and_used,
+            global_limit_holds_on_top_of_the_per_host_one,
+            a_slow_host_does_not_hold_up_the_others,
+            urls_held_back_are_bounded,
+            a_delay_spaces_the_requests_to_a_host,
+            retry_after_holds_the_host_back,
+            auto_throttle_follows_the_latency,
+            records_say_where_they_ended_up,
+            robots_txt_is_obeyed,
+            robots_txt_failures_follow_rfc_9309,
         );
     };
     (@cases $model:expr; $($case:ident),* $(,)?) => {
@@ -157,6 +172,9 @@ pub fn pages_match_the_reference(model: &dyn Model) {
             bytes: served.len() as u64,
             title: Some(mock_server::page_title(id as u64)),
             links: config.links,
+            final_url: urls[id].clone(),
+            content_type: Some("text/html; charset=utf-8".to_string()),
+            saved: None,
         };
         assert_eq!(page, &expected, "page {id}");
         assert_eq!(o.attempts, 1);
@@ -967,4 +985,161 @@ pub fn a_crash_costs_the_urls_in_flight_beside_it(model: &dyn Model) {
             );
         }
     }
+}
+
+/// Case: a record says where it ended up, and a saved page is where its
+/// record says. A page's `final_url` is the URL that gave it, after
+/// redirects (the normalised request URL when there was none), and its
+/// `content_type` the header as the server sent it; an `http_status` error
+/// carries the URL that answered it, and an error with no final answer
+/// none. Checked twice: with the record built in place (no CPU stage) and
+/// with `save_dir` set, where every page is saved, whole, under the name its
+/// final URL gives, a non-2xx body is not saved, and a page whose file
+/// cannot be written (a file stands where its directory must go) is a
+/// `save` error while the run goes on.
+pub fn records_say_where_they_ended_up(model: &dyn Model) {
+    use fetch_core::save;
+    let config = MockConfig::default();
+    let srv = server(config.clone());
+    let page = |id: u64, query: &str| format!("{}?{query}", srv.page_url(id));
+    let html = Some("text/html; charset=utf-8");
+    // (the URL, the page id served at the end, its final URL, its type)
+    let pages = [
+        (srv.page_url(0), 0, srv.page_url(0), html),
+        // Two hops by `redirect=N`: the query changes on the way.
+        (page(1, "redirect=2"), 1, page(1, "redirect=0"), html),
+        // Two hops across pages by `Location`: /page/2, /page/3, /page/4.
+        (
+            page(2, "location=%2Fpage%2F3%3Flocation%3D%252Fpage%252F4"),
+            4,
+            srv.page_url(4),
+            html,
+        ),
+        // No redirect: the URL as normalised, not as given.
+        (
+            page(5, "q=a b").replace("http://", "HTTP://"),
+            5,
+            page(5, "q=a%20b"),
+            html,
+        ),
+        // Not HTML (the mock's body stays the same HTML).
+        (
+            page(6, "content_type=application%2Fjson"),
+            6,
+            page(6, "content_type=application%2Fjson"),
+            Some("application/json"),
+        ),
+        (
+            page(7, "content_type=image%2Fpng"),
+            7,
+            page(7, "content_type=image%2Fpng"),
+            Some("image/png"),
+        ),
+        (srv.page_url(8), 8, srv.page_url(8), html),
+    ];
+    // (the URL, its error kind, its final URL)
+    let errors = [
+        (
+            page(10, "location=%2Fpage%2F11%3Fstatus%3D404"),
+            ErrorKind::HttpStatus,
+            Some(page(11, "status=404")),
+        ),
+        (
+            page(12, "status=410"),
+            ErrorKind::HttpStatus,
+            Some(page(12, "status=410")),
+        ),
+        (page(13, "redirect_loop=1"), ErrorKind::Redirect, None),
+    ];
+    let urls: Vec<String> = pages
+        .iter()
+        .map(|p| p.0.clone())
+        .chain(errors.iter().map(|e| e.0.clone()))
+        .collect();
+    let final_url = |o: &Outcome| match &o.result {
+        Ok(page) => Some(page.final_url.clone()),
+        Err(e) => e.final_url().map(str::to_string),
+    };
+    let check_errors = |outcomes: &[Outcome]| {
+        for ((url, kind, expected), o) in errors.iter().zip(&outcomes[pages.len()..]) {
+            assert_eq!(o.error_kind(), Some(*kind), "{url}: {:?}", o.result);
+            assert_eq!(final_url(o), *expected, "{url}");
+        }
+    };
+
+    // In place: no parse, no save, no CPU stage.
+    let outcomes = run(model, &urls, &build(options().parse(false).retries(0)));
+    for ((url, _, expected, content_type), o) in pages.iter().zip(&outcomes) {
+        let got = o.result.as_ref().unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(&got.final_url, expected, "{url}");
+        assert_eq!(got.content_type.as_deref(), *content_type, "{url}");
+        assert_eq!(got.saved, None, "{url}: saving is off");
+    }
+    check_errors(&outcomes);
+
+    // Saved. One page's directory is blocked by a file: that page, and any
+    // other whose name falls in the same directory, cannot be saved.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let name = |(_, _, final_url, content_type): &(String, u64, String, Option<&str>)| {
+        save::relative_path(final_url, *content_type)
+    };
+    let blocked = name(&pages[6])[..2].to_string();
+    std::fs::write(dir.path().join(&blocked), b"a file in the way").expect("write");
+    let options = build(
+        options()
+            .retries(0)
+            .save_dir(Some(dir.path().to_path_buf())),
+    );
+    let outcomes = run(model, &urls, &options);
+    let mut expected_files = BTreeSet::from([blocked.clone()]);
+    for (p, o) in pages.iter().zip(&outcomes) {
+        let (url, id, expected, content_type) = p;
+        let name = name(p);
+        if name.starts_with(&blocked) {
+            assert_eq!(
+                o.error_kind(),
+                Some(ErrorKind::Save),
+                "{url}: {:?}",
+                o.result
+            );
+            assert_eq!(final_url(o).as_ref(), Some(expected), "{url}");
+            continue;
+        }
+        let got = o.result.as_ref().unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(&got.final_url, expected, "{url}");
+        assert_eq!(got.content_type.as_deref(), *content_type, "{url}");
+        let served = mock_server::page_html(*id, config.links, config.body_bytes);
+        assert_eq!(got.bytes, served.len() as u64, "{url}");
+        let title = (*content_type == html).then(|| mock_server::page_title(*id));
+        assert_eq!(got.title, title, "{url}");
+        assert_eq!(got.saved.as_ref(), Some(&name), "{url}");
+        let on_disk = std::fs::read(dir.path().join(&name)).expect("the saved file");
+        assert!(
+            on_disk == served.as_bytes(),
+            "{url}: {name} is not the page"
+        );
+        expected_files.insert(name);
+    }
+    check_errors(&outcomes);
+    // Nothing else: no error body, no temp file.
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir(dir.path()).expect("the save dir") {
+        let path = entry.expect("an entry").path();
+        let top = path.file_name().unwrap_or_default().to_string_lossy();
+        if !path.is_dir() {
+            found.insert(top.into_owned());
+            continue;
+        }
+        for file in std::fs::read_dir(&path).expect("a directory") {
+            let file = file.expect("an entry").file_name();
+            found.insert(format!("{top}/{}", file.to_string_lossy()));
+        }
+    }
+    let tmp: BTreeSet<String> = found
+        .iter()
+        .filter(|f| f.starts_with(save::TMP_DIR))
+        .cloned()
+        .collect();
+    assert!(tmp.is_empty(), "temp files left: {tmp:?}");
+    assert_eq!(found, expected_files, "the files under the save dir");
 }

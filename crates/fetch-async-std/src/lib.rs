@@ -102,7 +102,7 @@ use std::time::Duration;
 use async_std::task;
 use fetch_core::response::{CappedBody, check_status};
 use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
-use fetch_core::{Model, Options, Outcome, Run, fetch_one};
+use fetch_core::{Model, Next, Options, Outcome, Run, fetch_one};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use surf::Url;
@@ -137,9 +137,15 @@ pub async fn fetch_all(
         // The permit is taken before spawning: a URL is read only when a slot
         // is free, so memory follows `max_in_flight`, not the input's length.
         while !exhausted && in_flight.len() < max_in_flight {
-            let Some((index, url)) = dispatch.next_url(&run) else {
-                exhausted = true;
-                break;
+            let (index, url) = match dispatch.next_url(&run) {
+                Next::Url(index, url) => (index, url),
+                // Every URL read ahead is for a host at its limit: wait for
+                // an outcome, which frees a host's slot.
+                Next::Wait => break,
+                Next::End => {
+                    exhausted = true;
+                    break;
+                }
             };
             let (run, client) = (Arc::clone(&run), client.clone());
             // Futures are lazy: `attempt(..)` sends nothing until `fetch_one`

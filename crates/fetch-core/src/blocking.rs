@@ -53,7 +53,7 @@ use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnecto
 use crate::OnCancel;
 use crate::response::check_status;
 use crate::tls::{UreqTls, error_chain, is_tls_failure};
-use crate::{Dispatch, ErrorKind, FetchError, Fetched, Options, Run, fetch_one_blocking};
+use crate::{Dispatch, ErrorKind, FetchError, Fetched, Next, Options, Run, fetch_one_blocking};
 use url::Url;
 
 /// A ureq agent configured from [`Options`]. Cheap to share by reference
@@ -129,7 +129,13 @@ impl BlockingClient {
     /// writes this loop out: there, it is the model.)
     pub fn fetch_in_turn(&self, run: &Run, dispatch: &mut Dispatch<'_>, first: Vec<(usize, Url)>) {
         let mut first = first.into_iter();
-        while let Some((index, url)) = first.next().or_else(|| dispatch.next_url(run)) {
+        // One URL in flight at a time once `first` is done: no host can be
+        // full when the next is asked for, so `Next::Wait` cannot come.
+        let next = |dispatch: &mut Dispatch<'_>| match dispatch.next_url(run) {
+            Next::Url(index, url) => Some((index, url)),
+            Next::Wait | Next::End => None,
+        };
+        while let Some((index, url)) = first.next().or_else(|| next(dispatch)) {
             let outcome = fetch_one_blocking(run, index, url, |url, budget| {
                 self.attempt(run, url, budget)
             });

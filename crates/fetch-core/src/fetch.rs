@@ -20,19 +20,28 @@
 //! not reused; redirects are rare enough in a crawl that this costs less
 //! than reading bodies nobody wants.
 //!
+//! **robots.txt**, when [`Options::robots`] is on (`robots.rs`): before the
+//! first attempt, the rules of the URL's origin, fetched once per run with
+//! the same `attempt`; a URL they disallow ends with no request made.
+//!
 //! Two flavours, one behaviour: [`fetch_one_blocking`] for a thread that
 //! blocks in its client, [`fetch_one`] for a task on any async runtime.
 //!
-//! **The CPU stage** (HTML parsing, [`crate::parse`]) has one cap for every
-//! model: at most one page per core is in it at a time. A blocking model with
-//! a hundred threads would otherwise parse a hundred pages at once on two
-//! cores, and an async model would hand its blocking pool a hundred jobs
-//! (tokio's pool grows to 512 threads): the same work, taking turns on the
-//! same cores, with more threads and more memory. Pages wait for a slot
-//! instead. Without a CPU stage (parsing off, no extra work) the record is
-//! built in place: a hop to another thread would cost a cross-thread wake-up
-//! per page, which a profile at 0 ms latency showed as a fifth of the CPU
-//! time, to move nanoseconds of work.
+//! **Where a page ended up**: the request URL after the redirects, the
+//! page's [`final_url`](Page::final_url), comes from [`Redirects`] at the
+//! end of the attempt, moved, not copied; so does an `http_status` error's
+//! ([`FetchError::final_url`]): a 404 after a redirect says where it was.
+//!
+//! **The CPU stage** (HTML parsing, [`crate::parse`], and saving pages,
+//! [`crate::save`]) has one cap for every model: at most one page per core is
+//! in it at a time. A blocking model with a hundred threads would otherwise
+//! parse a hundred pages at once on two cores, and an async model would hand
+//! its blocking pool a hundred jobs (tokio's pool grows to 512 threads): the
+//! same work, taking turns on the same cores, with more threads and more
+//! memory. Pages wait for a slot instead. Without a CPU stage (parsing off,
+//! no extra work, no save) the record is built in place: a hop to another
+//! thread would cost a cross-thread wake-up per page, which a profile at 0 ms
+//! latency showed as a fifth of the CPU time, to move nanoseconds of work.
 
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
@@ -47,6 +56,7 @@ use futures_lite::future;
 use url::Url;
 
 use crate::response::Redirects;
+use crate::robots::{self, Hops};
 use crate::{ErrorKind, FetchError, Options, Outcome, Page, Run, parse, retry};
 
 /// What one successful attempt brings back: the final status (2xx), the
@@ -102,15 +112,22 @@ pub fn fetch_one_blocking(
     // AssertUnwindSafe: after a panic nothing of this URL is reused; the
     // client drops a connection caught mid-request rather than pooling it.
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        let fetched = retry::with_retries_blocking(run, |budget| {
+        // robots.txt first, when obeyed: a URL it disallows is never requested.
+        let rules = robots::admit_blocking(run, &url, |file| {
+            retry::with_retries_blocking(run, &file, |budget| {
+                follow_blocking(&file, Hops::robots(run.options()), budget, &mut attempt)
+            })
+        })?;
+        let hops = Hops::page(run.options(), rules.as_deref());
+        let answer = retry::with_retries_blocking(run, &url, |budget| {
             attempts.fetch_add(1, Ordering::Relaxed);
-            follow_blocking(run, &url, budget, &mut attempt)
+            follow_blocking(&url, hops, budget, &mut attempt)
         })?;
         if !run.options().has_cpu_stage() {
-            return Ok(page(fetched, run.options()));
+            return page(answer, run.options());
         }
         let _slot = CPU_SLOTS.acquire_blocking();
-        Ok(page(fetched, run.options()))
+        page(answer, run.options())
     }))
     .unwrap_or_else(|panic| Err(FetchError::from_panic(panic.as_ref())));
     outcome(index, &url, attempts.into_inner(), started, result)
@@ -138,30 +155,34 @@ where
     // Atomic, not a Cell: the future must be Send to be spawned, and it
     // holds this across `.await`s. Nothing contends for it.
     let attempts = AtomicU32::new(0);
+    let attempt = &attempt;
     let work = async {
-        let fetched = retry::with_retries(
+        // robots.txt first, when obeyed: a URL it disallows is never requested.
+        let rules = robots::admit(run, &url, |file| async move {
+            let hops = Hops::robots(run.options());
+            let get = |budget| within(runtime, budget, follow(&file, hops, budget, attempt));
+            retry::with_retries(run, &file, get, |delay| runtime.sleep(delay)).await
+        })
+        .await?;
+        let hops = Hops::page(run.options(), rules.as_deref());
+        let answer = retry::with_retries(
             run,
+            &url,
             |budget| {
                 attempts.fetch_add(1, Ordering::Relaxed);
-                // asyncio's `wait_for`: the budget covers connect, headers
-                // and body; on expiry the attempt is dropped with its socket.
-                let timed_out = async move {
-                    runtime.sleep(budget).await;
-                    Err(no_answer(budget))
-                };
-                follow(run, &url, budget, &attempt).or(timed_out)
+                within(runtime, budget, follow(&url, hops, budget, attempt))
             },
             |delay| runtime.sleep(delay),
         )
         .await?;
         if !run.options().has_cpu_stage() {
-            return Ok(page(fetched, run.options()));
+            return page(answer, run.options());
         }
         let _slot = CPU_SLOTS.acquire().await;
         let options = run.shared_options();
         let parsed = runtime.offload(move || {
-            panic::catch_unwind(AssertUnwindSafe(|| page(fetched, &options)))
-                .map_err(|panic| FetchError::from_panic(panic.as_ref()))
+            panic::catch_unwind(AssertUnwindSafe(|| page(answer, &options)))
+                .unwrap_or_else(|panic| Err(FetchError::from_panic(panic.as_ref())))
         });
         parsed.await?
     };
@@ -179,15 +200,16 @@ where
 }
 
 /// One attempt on a blocking client: the request to `url` and to each
-/// redirect it leads to, all within `budget`.
+/// redirect it leads to (as many as `hops` allows, each on `url`'s origin
+/// checked against its robots.txt), all within `budget`.
 fn follow_blocking(
-    run: &Run,
     url: &Url,
+    hops: Hops<'_>,
     budget: Duration,
     attempt: &mut impl FnMut(Url, Duration) -> Result<Fetched, FetchError>,
-) -> Result<Fetched, FetchError> {
+) -> Result<Answer, FetchError> {
     let started = Instant::now();
-    let mut redirects = Redirects::new(url.clone(), run.options().max_redirects());
+    let mut redirects = hops.start(url);
     loop {
         let left = budget.saturating_sub(started.elapsed());
         if left.is_zero() {
@@ -195,31 +217,65 @@ fn follow_blocking(
         }
         let result = attempt(redirects.url().clone(), left);
         match &result {
-            Err(answer) if redirects.follow(answer)? => {}
-            _ => return result,
+            Err(answer) if redirects.follow(answer)? => hops.check(url, redirects.url())?,
+            _ => return answered(result, redirects),
         }
     }
 }
 
 /// One attempt on an async client: the request to `url` and to each
-/// redirect it leads to. The caller races the whole of it against `budget`.
+/// redirect it leads to (as [`follow_blocking`]). The caller races the whole
+/// of it against `budget` ([`within`]).
 async fn follow<A, AF>(
-    run: &Run,
     url: &Url,
+    hops: Hops<'_>,
     budget: Duration,
     attempt: &A,
-) -> Result<Fetched, FetchError>
+) -> Result<Answer, FetchError>
 where
     A: Fn(Url, Duration) -> AF,
     AF: Future<Output = Result<Fetched, FetchError>>,
 {
-    let mut redirects = Redirects::new(url.clone(), run.options().max_redirects());
+    let mut redirects = hops.start(url);
     loop {
         let result = attempt(redirects.url().clone(), budget).await;
         match &result {
-            Err(answer) if redirects.follow(answer)? => {}
-            _ => return result,
+            Err(answer) if redirects.follow(answer)? => hops.check(url, redirects.url())?,
+            _ => return answered(result, redirects),
         }
+    }
+}
+
+/// `attempt` raced against `budget` on the runtime's timer: asyncio's
+/// `wait_for`. The budget covers connect, headers and body; on expiry the
+/// attempt is dropped with its socket.
+async fn within<R: AsyncRuntime, T>(
+    runtime: &R,
+    budget: Duration,
+    attempt: impl Future<Output = Result<T, FetchError>>,
+) -> Result<T, FetchError> {
+    let timed_out = async {
+        runtime.sleep(budget).await;
+        Err(no_answer(budget))
+    };
+    attempt.or(timed_out).await
+}
+
+/// An attempt's final answer: the page, and the URL that gave it.
+pub(crate) type Answer = (Fetched, Url);
+
+/// The end of an attempt's redirect chain, in every flavour of the per-URL
+/// path: a page keeps the URL that gave it, and so does an `http_status`
+/// error; no other error has a final URL (no answer came, or none was
+/// accepted).
+pub(crate) fn answered(
+    result: Result<Fetched, FetchError>,
+    redirects: Redirects,
+) -> Result<Answer, FetchError> {
+    match result {
+        Ok(fetched) => Ok((fetched, redirects.into_url())),
+        Err(e) if e.kind() == ErrorKind::HttpStatus => Err(e.with_final_url(redirects.into_url())),
+        Err(e) => Err(e),
     }
 }
 
@@ -249,9 +305,9 @@ async fn stopped<R: AsyncRuntime>(run: &Run, runtime: &R) -> Result<Page, FetchE
         .unwrap_or_else(|| FetchError::new(ErrorKind::Deadline, "global deadline passed")))
 }
 
-pub(crate) fn page(fetched: Fetched, options: &Options) -> Page {
-    let content_type = fetched.content_type.as_deref();
-    parse::page(fetched.status, &fetched.body, content_type, options)
+/// The CPU stage of one answer (or, without one, the record built in place).
+pub(crate) fn page((fetched, final_url): Answer, options: &Options) -> Result<Page, FetchError> {
+    parse::page(fetched, final_url, options)
 }
 
 pub(crate) fn outcome(
@@ -423,6 +479,7 @@ mod tests {
         });
         assert_eq!((o.attempts, o.is_ok()), (1, true));
         assert_eq!(*requested.borrow(), ["/a", "/b"]);
+        assert_eq!(o.result.unwrap().final_url, "http://h/b");
 
         requested.borrow_mut().clear();
         let o = future::block_on(fetch_one(&run, &Inline, 0, u("http://h/a"), |url, _| {
@@ -431,6 +488,7 @@ mod tests {
         }));
         assert_eq!((o.attempts, o.is_ok()), (1, true));
         assert_eq!(*requested.borrow(), ["/a", "/b"]);
+        assert_eq!(o.result.unwrap().final_url, "http://h/b");
 
         // Past the limit (5): `redirect`, not retried.
         requested.borrow_mut().clear();
@@ -439,6 +497,41 @@ mod tests {
         });
         assert_eq!((o.attempts, o.error_kind()), (1, Some(ErrorKind::Redirect)));
         assert_eq!(requested.borrow().len(), 6);
+        assert_eq!(o.result.unwrap_err().final_url(), None, "no final answer");
+    }
+
+    #[test]
+    fn a_page_and_an_http_status_say_where_they_ended_up() {
+        let opts = Options::builder().retries(0).build().unwrap();
+        let cancel = CancelToken::new();
+        let run = Run::new(&opts, &cancel);
+        // No redirect: the URL as normalised.
+        let o = fetch_one_blocking(&run, 0, u("http://H/x y"), |_, _| ok_page());
+        assert_eq!(o.result.unwrap().final_url, "http://h/x%20y");
+        // A 404 after a redirect says where it was.
+        let gone = |url: Url| match url.path() {
+            "/a" => check_status(301, None, Some("/gone")),
+            _ => check_status(404, None, None),
+        };
+        let o = fetch_one_blocking(&run, 0, u("http://h/a"), |url, _| {
+            gone(url).map(|()| unreachable!("an error status"))
+        });
+        let error = o.result.unwrap_err();
+        assert_eq!(
+            (error.status(), error.final_url()),
+            (Some(404), Some("http://h/gone"))
+        );
+        let o = future::block_on(fetch_one(&run, &Inline, 0, u("http://h/a"), |url, _| {
+            let result = gone(url).map(|()| unreachable!("an error status"));
+            async move { result }
+        }));
+        let error = o.result.unwrap_err();
+        assert_eq!(error.final_url(), Some("http://h/gone"));
+        // An error with no answer has none.
+        let o = fetch_one_blocking(&run, 0, u("http://h/a"), |_, _| {
+            Err(FetchError::new(ErrorKind::Connect, "refused"))
+        });
+        assert_eq!(o.result.unwrap_err().final_url(), None);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! // Step::Request { url, budget }: send one GET (no redirect followed),
 //! //   answer with machine.on_answer(&run, result), or with
 //! //   machine.on_timer(&run) once `budget` has passed without one;
-//! // Step::Wait { until }: backoff; machine.on_timer(&run) at `until`;
+//! // Step::Wait { until }: backoff, the host's turn, or another URL's fetch of
+//! //   robots.txt (`robots.rs`); machine.on_timer(&run) at `until`;
 //! // Step::Cpu(job): job.run() on a thread that may block; it is the outcome;
 //! // Step::Done(outcome): the URL's record.
 //! // Cancel or deadline while it waits on anything: machine.stop(&run).
@@ -23,9 +24,10 @@
 //! deadline through `retry::next_step` (the step of both retry loops),
 //! redirects with [`Redirects`] inside one attempt's budget, the CPU stage
 //! behind the one-slot-per-core cap, a panic in it caught as `panicked`, and
-//! the record built as `fetch.rs` builds it. What the machine cannot do is
-//! catch a panic in the loop's own code: a hand-written loop has no task to
-//! unwind, so a bug in its HTTP parsing ends the run.
+//! the record built as `fetch.rs` builds it, with the final URL the redirect
+//! chain ended at. What the machine cannot do is catch a panic in the loop's
+//! own code: a hand-written loop has no task to unwind, so a bug in its HTTP
+//! parsing ends the run.
 
 use std::ops::ControlFlow;
 use std::panic::{self, AssertUnwindSafe};
@@ -34,8 +36,9 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use crate::fetch::{CPU_SLOTS, no_answer, outcome, page};
+use crate::fetch::{Answer, CPU_SLOTS, answered, no_answer, outcome, page};
 use crate::response::Redirects;
+use crate::robots::{self, Claim, Gate, Hops, Rules};
 use crate::{ErrorKind, FetchError, Fetched, Options, Outcome, Run, retry};
 
 /// What the loop must do next for one URL.
@@ -45,7 +48,9 @@ pub enum Step {
     /// result (a non-2xx status as [`check_status`](crate::response::check_status)'s
     /// error), or [`UrlMachine::on_timer`] if `budget` passes first.
     Request { url: Url, budget: Duration },
-    /// Back off: call [`UrlMachine::on_timer`] at `until`.
+    /// Back off, wait for the host's turn (`pace.rs`), or for another URL's
+    /// fetch of robots.txt (`robots.rs`): call [`UrlMachine::on_timer`] at
+    /// `until`.
     Wait { until: Instant },
     /// Run [`CpuJob::run`] off the loop; what it returns is the outcome.
     Cpu(CpuJob),
@@ -60,7 +65,14 @@ pub struct UrlMachine {
     url: Url,
     started: Instant,
     attempts: u32,
+    /// When the last attempt started: its latency goes to the host's pace.
+    attempt_started: Instant,
     state: State,
+    /// robots.txt (`robots.rs`): the rules of the URL's origin once known,
+    /// for its redirects; and while this machine fetches them for the run,
+    /// its claim: its requests and attempts are robots.txt's then.
+    rules: Option<Arc<Rules>>,
+    claim: Option<Claim>,
 }
 
 #[derive(Debug)]
@@ -71,8 +83,12 @@ enum State {
         since: Instant,
         budget: Duration,
     },
-    /// Backing off before the next attempt.
+    /// Backing off before the next attempt, or waiting for the host's turn
+    /// (a delay between requests to one host, AutoThrottle, a Retry-After).
     Waiting,
+    /// Waiting for another URL's fetch of its origin's robots.txt: no event
+    /// reaches a hand-written loop, so it asks again every `robots::POLL`.
+    Admitting,
     /// The outcome or the CPU job has been handed out.
     Finished,
 }
@@ -86,9 +102,12 @@ impl UrlMachine {
             url,
             started: Instant::now(),
             attempts: 0,
+            attempt_started: Instant::now(),
             state: State::Finished,
+            rules: None,
+            claim: None,
         };
-        let step = machine.next_attempt(run);
+        let step = machine.admit(run);
         (machine, step)
     }
 
@@ -112,13 +131,23 @@ impl UrlMachine {
                         let budget = *budget;
                         return self.after_attempt(run, Err(no_answer(budget)));
                     }
+                    let hops = Hops::page(run.options(), self.rules.as_deref());
+                    if let Err(error) = hops.check(&self.url, redirects.url()) {
+                        return self.after_attempt(run, Err(error));
+                    }
                     let url = redirects.url().clone();
                     return Step::Request { url, budget: left };
                 }
                 Err(error) => return self.after_attempt(run, Err(error)),
             }
         }
-        self.after_attempt(run, result)
+        // The final answer: the chain ends, and its last URL goes with it.
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Requesting { redirects, .. } => {
+                self.after_attempt(run, answered(result, redirects))
+            }
+            _ => self.unexpected(),
+        }
     }
 
     /// The time of the last step has come: a request's budget ran out (a
@@ -128,6 +157,7 @@ impl UrlMachine {
         match self.state {
             State::Requesting { budget, .. } => self.after_attempt(run, Err(no_answer(budget))),
             State::Waiting => self.next_attempt(run),
+            State::Admitting => self.admit(run),
             State::Finished => self.unexpected(),
         }
     }
@@ -141,20 +171,77 @@ impl UrlMachine {
         outcome(
             self.index,
             &self.url,
-            self.attempts,
+            self.url_attempts(),
             self.started,
             Err(reason),
         )
     }
 
+    /// robots.txt first, when obeyed: the rules of the URL's origin, known,
+    /// to fetch (the next attempts are robots.txt's), or being fetched by
+    /// another URL of the run.
+    fn admit(&mut self, run: &Run) -> Step {
+        if !run.options().robots() {
+            return self.next_attempt(run);
+        }
+        if let Some(stop) = run.stop_reason() {
+            return self.done(Err(stop));
+        }
+        match run.robots().gate(&self.url) {
+            Gate::Known(rules) => self.admitted(run, rules),
+            Gate::Fetch(claim) => {
+                self.claim = Some(claim);
+                self.next_attempt(run)
+            }
+            Gate::Wait(_) => {
+                self.state = State::Admitting;
+                let until = Instant::now() + robots::POLL;
+                Step::Wait { until }
+            }
+        }
+    }
+
+    /// The rules are known: the URL's first attempt, or its record.
+    fn admitted(&mut self, run: &Run, rules: Arc<Rules>) -> Step {
+        if let Err(disallowed) = rules.check(&self.url) {
+            return self.done(Err(disallowed));
+        }
+        self.rules = Some(rules);
+        self.next_attempt(run)
+    }
+
+    /// What the URL's record counts: robots.txt's attempts are no URL's.
+    fn url_attempts(&self) -> u32 {
+        if self.claim.is_some() {
+            0
+        } else {
+            self.attempts
+        }
+    }
+
     fn next_attempt(&mut self, run: &Run) -> Step {
+        // This URL, or its origin's robots.txt while this machine fetches it.
+        let (target, hops) = match &self.claim {
+            Some(claim) => (claim.url(), Hops::robots(run.options())),
+            None => (&self.url, Hops::page(run.options(), None)),
+        };
+        // The host's turn first: until then, a wait, and the question again.
+        match run.host_turn(target) {
+            Ok(None) => {}
+            Ok(Some(until)) => {
+                self.state = State::Waiting;
+                return Step::Wait { until };
+            }
+            Err(stop) => return self.done(Err(stop)),
+        }
         let budget = match run.attempt_timeout() {
             Ok(budget) => budget,
             Err(stop) => return self.done(Err(stop)),
         };
         self.attempts += 1;
+        self.attempt_started = Instant::now();
         // A retry starts again from the URL itself.
-        let redirects = Redirects::new(self.url.clone(), run.options().max_redirects());
+        let redirects = hops.start(target);
         let url = redirects.url().clone();
         self.state = State::Requesting {
             redirects,
@@ -164,42 +251,63 @@ impl UrlMachine {
         Step::Request { url, budget }
     }
 
-    fn after_attempt(&mut self, run: &Run, result: Result<Fetched, FetchError>) -> Step {
-        match retry::next_step(run, self.attempts, result) {
+    fn after_attempt(&mut self, run: &Run, result: Result<Answer, FetchError>) -> Step {
+        let latency = self.attempt_started.elapsed();
+        let target = self.claim.as_ref().map_or(&self.url, Claim::url);
+        match retry::next_step(run, target, self.attempts, latency, result) {
             ControlFlow::Continue(delay) => {
                 self.state = State::Waiting;
                 Step::Wait {
                     until: Instant::now() + delay,
                 }
             }
+            ControlFlow::Break(fetched) if self.claim.is_some() => {
+                self.robots_fetched(run, fetched)
+            }
             ControlFlow::Break(Err(error)) => self.done(Err(error)),
             // The same rule as the other flavours: without a CPU stage the
             // record is built here, a hop to another thread would cost more
             // than the work.
-            ControlFlow::Break(Ok(fetched)) if !run.options().has_cpu_stage() => {
-                let page = page(fetched, run.options());
-                self.done(Ok(page))
+            ControlFlow::Break(Ok(answer)) if !run.options().has_cpu_stage() => {
+                let page = page(answer, run.options());
+                self.done(page)
             }
-            ControlFlow::Break(Ok(fetched)) => {
+            ControlFlow::Break(Ok(answer)) => {
                 self.state = State::Finished;
                 Step::Cpu(CpuJob {
                     index: self.index,
                     url: self.url.clone(),
                     attempts: self.attempts,
                     started: self.started,
-                    fetched,
+                    answer,
                     options: run.shared_options(),
                 })
             }
         }
     }
 
+    /// The end of this machine's fetch of robots.txt: the rules, for the
+    /// whole run, and the URL's own first attempt (or its record).
+    fn robots_fetched(&mut self, run: &Run, fetched: Result<Answer, FetchError>) -> Step {
+        let Some(claim) = self.claim.take() else {
+            return self.unexpected();
+        };
+        self.attempts = 0;
+        match run.robots().settle(claim, fetched) {
+            Ok(rules) => self.admitted(run, rules),
+            Err(stop) => self.done(Err(stop)),
+        }
+    }
+
     fn done(&mut self, result: Result<crate::Page, FetchError>) -> Step {
         self.state = State::Finished;
+        let attempts = self.url_attempts();
+        // A fetch of robots.txt cut short (the run's stop) is given back.
+        self.claim = None;
         Step::Done(outcome(
             self.index,
             &self.url,
-            self.attempts,
+            attempts,
             self.started,
             result,
         ))
@@ -225,19 +333,19 @@ pub struct CpuJob {
     url: Url,
     attempts: u32,
     started: Instant,
-    fetched: Fetched,
+    answer: Answer,
     options: Arc<Options>,
 }
 
 impl CpuJob {
-    /// Parses the page and returns the URL's record; a panic in the CPU
-    /// stage is this URL's `panicked` record, never the thread's end.
+    /// Parses (and saves) the page and returns the URL's record; a panic in
+    /// the CPU stage is this URL's `panicked` record, never the thread's end.
     pub fn run(self) -> Outcome {
         let result = {
             let _slot = CPU_SLOTS.acquire_blocking();
             // AssertUnwindSafe: nothing the parse touched is used after a panic.
-            panic::catch_unwind(AssertUnwindSafe(|| page(self.fetched, &self.options)))
-                .map_err(|panic| FetchError::from_panic(panic.as_ref()))
+            panic::catch_unwind(AssertUnwindSafe(|| page(self.answer, &self.options)))
+                .unwrap_or_else(|panic| Err(FetchError::from_panic(panic.as_ref())))
         };
         outcome(self.index, &self.url, self.attempts, self.started, result)
     }
@@ -338,11 +446,20 @@ mod tests {
         });
         assert_eq!((o.attempts, o.is_ok()), (1, true));
         assert_eq!(requested, ["/a", "/b", "/c"]);
+        assert_eq!(o.result.unwrap().final_url, "http://h/c");
+        // A 404 at the end of a chain says where it was; a redirect past the
+        // limit has no final answer.
+        let (o, _) = drive(&run, "http://h/a", |url| match url.path() {
+            "/a" => redirect("/gone"),
+            _ => Some(Err(check_status(404, None, None).unwrap_err())),
+        });
+        assert_eq!(o.result.unwrap_err().final_url(), Some("http://h/gone"));
 
         // Past the limit: `redirect`, not retried.
         let (o, requested) = drive(&run, "http://h/loop", |_| redirect("/loop"));
         assert_eq!((o.attempts, o.error_kind()), (1, Some(ErrorKind::Redirect)));
         assert_eq!(requested.len(), 4);
+        assert_eq!(o.result.unwrap_err().final_url(), None);
 
         // A retry starts again from the URL itself.
         let mut failed = false;

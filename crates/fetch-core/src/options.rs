@@ -6,10 +6,13 @@
 //! for that reason; read them through the accessor methods.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+
+use crate::AutoThrottle;
 
 /// The statuses retried by default: request timeout, rate limiting, and the
 /// server-side errors that usually mean "try again" rather than "you asked for
@@ -21,6 +24,9 @@ pub const DEFAULT_RETRY_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
     max_in_flight: usize,
+    max_per_host: Option<usize>,
+    host_delay: Duration,
+    auto_throttle: Option<AutoThrottle>,
     connect_timeout: Duration,
     request_timeout: Duration,
     deadline: Option<Duration>,
@@ -35,6 +41,8 @@ pub struct Options {
     cpu_work: u32,
     user_agent: String,
     extra_roots: Vec<CertificateDer<'static>>,
+    save_dir: Option<PathBuf>,
+    robots: bool,
     #[cfg(feature = "fault-injection")]
     panic_marker: Option<String>,
 }
@@ -43,6 +51,9 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             max_in_flight: 16,
+            max_per_host: None,
+            host_delay: Duration::ZERO,
+            auto_throttle: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             deadline: None,
@@ -57,6 +68,8 @@ impl Default for Options {
             cpu_work: 0,
             user_agent: concat!("fetchlab/", env!("CARGO_PKG_VERSION")).to_string(),
             extra_roots: Vec::new(),
+            save_dir: None,
+            robots: false,
             #[cfg(feature = "fault-injection")]
             panic_marker: None,
         }
@@ -84,6 +97,27 @@ impl Options {
     /// conformance suite checks it against the mock server's own counter.
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight
+    }
+    /// How many requests may be in flight to one host (scheme, host and
+    /// port), with [`max_in_flight`](Self::max_in_flight) on top: Scrapy's
+    /// `CONCURRENT_REQUESTS_PER_DOMAIN`. `None`, the default, is no per-host
+    /// limit. [`Dispatch`](crate::Dispatch) enforces it for every model
+    /// (`hosts.rs` says how).
+    pub fn max_per_host(&self) -> Option<usize> {
+        self.max_per_host
+    }
+    /// The least time between the starts of two attempts to one host,
+    /// jittered to 0.5 to 1.5 times itself: Scrapy's `DOWNLOAD_DELAY` with
+    /// `RANDOMIZE_DOWNLOAD_DELAY`. Zero, the default, is none. With
+    /// AutoThrottle it is the least delay AutoThrottle may set. See `pace.rs`.
+    pub fn host_delay(&self) -> Duration {
+        self.host_delay
+    }
+    /// Scrapy's AutoThrottle: each host's delay adjusted to the latency of
+    /// its responses ([`AutoThrottle`] has the formula). `None`, the
+    /// default, is off.
+    pub fn auto_throttle(&self) -> Option<AutoThrottle> {
+        self.auto_throttle
     }
     /// Time allowed to open a connection (TCP and TLS handshake).
     pub fn connect_timeout(&self) -> Duration {
@@ -133,16 +167,18 @@ impl Options {
     pub fn cpu_work(&self) -> u32 {
         self.cpu_work
     }
-    /// Whether the CPU stage does any work: parsing, extra CPU work or an
-    /// injected panic. When it does not, [`crate::parse::page`] only fills in
-    /// the record, and async models run it in place rather than paying a hop
-    /// to a blocking pool (a cross-thread wake-up per page).
+    /// Whether the CPU stage does any work: parsing, extra CPU work, saving
+    /// the page or an injected panic. When it does not,
+    /// [`crate::parse::page`] only fills in the record, and async models run
+    /// it in place rather than paying a hop to a blocking pool (a
+    /// cross-thread wake-up per page). Saving needs the hop: a disk write
+    /// must not block an event loop.
     pub fn has_cpu_stage(&self) -> bool {
         #[cfg(feature = "fault-injection")]
         if self.panic_marker.is_some() {
             return true;
         }
-        self.parse || self.cpu_work > 0
+        self.parse || self.cpu_work > 0 || self.save_dir.is_some()
     }
     /// The `User-Agent` header sent with every request.
     pub fn user_agent(&self) -> &str {
@@ -151,6 +187,18 @@ impl Options {
     /// Certificates trusted in addition to the platform's roots (DER).
     pub fn extra_roots(&self) -> &[CertificateDer<'static>] {
         &self.extra_roots
+    }
+    /// Where the CPU stage saves each page's body (see [`crate::save`]);
+    /// `None`, the default, saves nothing.
+    pub fn save_dir(&self) -> Option<&Path> {
+        self.save_dir.as_deref()
+    }
+    /// Whether each URL's origin's robots.txt is obeyed (RFC 9309; Scrapy's
+    /// `ROBOTSTXT_OBEY`): fetched once per origin for the run, through the
+    /// model's own client, and a URL it disallows is a `robots_disallowed`
+    /// record with no request. Off by default. See `robots.rs`.
+    pub fn robots(&self) -> bool {
+        self.robots
     }
     /// Fault injection for tests (feature `fault-injection`, which only the
     /// conformance suite turns on): the CPU stage panics on a body containing
@@ -171,6 +219,18 @@ pub struct OptionsBuilder {
 impl OptionsBuilder {
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.options.max_in_flight = n;
+        self
+    }
+    pub fn max_per_host(mut self, n: Option<usize>) -> Self {
+        self.options.max_per_host = n;
+        self
+    }
+    pub fn host_delay(mut self, d: Duration) -> Self {
+        self.options.host_delay = d;
+        self
+    }
+    pub fn auto_throttle(mut self, auto: Option<AutoThrottle>) -> Self {
+        self.options.auto_throttle = auto;
         self
     }
     pub fn connect_timeout(mut self, d: Duration) -> Self {
@@ -248,6 +308,20 @@ impl OptionsBuilder {
         self
     }
 
+    /// Saves every page's body under `dir` (see [`crate::save`]; the
+    /// directory and its parents are created as needed, and
+    /// [`crate::save::prepare`] checks it before a run).
+    pub fn save_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.options.save_dir = dir;
+        self
+    }
+
+    /// Obeys robots.txt (see [`Options::robots`]).
+    pub fn robots(mut self, obey: bool) -> Self {
+        self.options.robots = obey;
+        self
+    }
+
     /// Fault injection for tests: makes the CPU stage panic on any body that
     /// contains `marker`, so a test can check that a panic costs one URL, not
     /// the batch. Only with feature `fault-injection`, which the conformance
@@ -269,6 +343,24 @@ impl OptionsBuilder {
                 "max_in_flight must be at least 1 (0 would never start a request)",
             ));
         }
+        if o.max_per_host == Some(0) {
+            return Err(OptionsError::new(
+                "max_per_host must be at least 1 (0 would never start a request; leave it \
+                 unset for no per-host limit)",
+            ));
+        }
+        if let Some(auto) = o.auto_throttle {
+            if !(auto.target_concurrency.is_finite() && auto.target_concurrency > 0.0) {
+                return Err(OptionsError::new(
+                    "AutoThrottle's target concurrency must be a number above 0",
+                ));
+            }
+            if auto.max_delay < o.host_delay {
+                return Err(OptionsError::new(
+                    "AutoThrottle's maximum delay must not be below the host delay",
+                ));
+            }
+        }
         if o.connect_timeout.is_zero() {
             return Err(OptionsError::new("connect timeout must be greater than 0"));
         }
@@ -283,6 +375,14 @@ impl OptionsBuilder {
         if o.backoff_base > o.backoff_max {
             return Err(OptionsError::new(
                 "backoff base must not exceed the maximum backoff",
+            ));
+        }
+        if o.save_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(OptionsError::new(
+                "save directory must not be empty (leave it unset to save nothing)",
             ));
         }
         if o.max_body_bytes == 0 {
@@ -343,6 +443,8 @@ mod tests {
     fn zero_values_are_rejected_with_a_message() {
         let err = Options::builder().max_in_flight(0).build().unwrap_err();
         assert!(err.to_string().contains("max_in_flight"), "{err}");
+        let err = Options::builder().max_per_host(Some(0)).build();
+        assert!(err.unwrap_err().to_string().contains("max_per_host"));
         let err = Options::builder()
             .request_timeout(Duration::ZERO)
             .build()
@@ -359,6 +461,13 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("deadline"), "{err}");
         assert!(Options::builder().max_body_bytes(0).build().is_err());
+        let no_dir = Options::builder().save_dir(Some("".into())).build();
+        assert!(no_dir.unwrap_err().to_string().contains("save directory"));
+        let saving = Options::builder().parse(false).save_dir(Some("d".into()));
+        assert!(
+            saving.build().unwrap().has_cpu_stage(),
+            "a save is no work for a loop"
+        );
         assert!(Options::builder().retry_statuses([99]).build().is_err());
         assert!(Options::builder().user_agent("").build().is_err());
         assert!(

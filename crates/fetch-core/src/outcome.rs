@@ -40,11 +40,26 @@ pub enum ErrorKind {
     /// response to async-h1 (surf's h1 client). A limit of the client, not a
     /// fault of the server or the network, so it is never retried.
     Unsupported,
+    /// The page was fetched (a 2xx) but could not be written under
+    /// [`Options::save_dir`](crate::Options::save_dir): the disk is full, the
+    /// directory is not writable, a file is where a directory must go. The
+    /// message names the file and the cause. Not retried (the server did
+    /// nothing wrong, and fetching again would not free the disk), and not
+    /// final for `fetchlab run --resume`, which fetches the URL again.
+    Save,
+    /// With [`Options::robots`](crate::Options::robots) on, the robots.txt
+    /// of the URL's origin disallows it (or could not be fetched, which
+    /// RFC 9309 reads as "disallow all"; the message says which), or
+    /// disallows a redirect on that origin that the URL led to. The URL
+    /// itself is never requested (`attempts` 0; a disallowed redirect
+    /// counts the requests made before it). A decision, not a failure:
+    /// never retried, and final for `fetchlab run --resume`.
+    RobotsDisallowed,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (for tables and counters).
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::InvalidUrl,
         ErrorKind::Connect,
         ErrorKind::Tls,
@@ -57,11 +72,13 @@ impl ErrorKind {
         ErrorKind::Cancelled,
         ErrorKind::Panicked,
         ErrorKind::Unsupported,
+        ErrorKind::Save,
+        ErrorKind::RobotsDisallowed,
     ];
 
     /// The stable snake_case name: `invalid_url`, `connect`, `tls`, `timeout`,
     /// `http_status`, `body_too_large`, `protocol`, `redirect`, `deadline`,
-    /// `cancelled`, `panicked`, `unsupported`.
+    /// `cancelled`, `panicked`, `unsupported`, `save`, `robots_disallowed`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidUrl => "invalid_url",
@@ -76,6 +93,8 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Panicked => "panicked",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Save => "save",
+            ErrorKind::RobotsDisallowed => "robots_disallowed",
         }
     }
 }
@@ -87,7 +106,8 @@ impl fmt::Display for ErrorKind {
 }
 
 /// Why one URL failed: a kind, a human message, and for HTTP statuses the code,
-/// any `Retry-After` the server sent and, for a redirect, its `Location`.
+/// any `Retry-After` the server sent and, for a redirect, its `Location`; for
+/// a failure that came with a final answer, the URL that gave it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct FetchError {
@@ -96,6 +116,7 @@ pub struct FetchError {
     status: Option<u16>,
     retry_after: Option<Duration>,
     location: Option<String>,
+    final_url: Option<String>,
 }
 
 impl FetchError {
@@ -106,6 +127,7 @@ impl FetchError {
             status: None,
             retry_after: None,
             location: None,
+            final_url: None,
         }
     }
 
@@ -118,6 +140,7 @@ impl FetchError {
             status: Some(status),
             retry_after,
             location: None,
+            final_url: None,
         }
     }
 
@@ -127,6 +150,19 @@ impl FetchError {
     pub fn with_location(self, location: Option<&str>) -> Self {
         FetchError {
             location: location.map(str::to_owned),
+            ..self
+        }
+    }
+
+    /// The same error carrying the URL whose answer it is, after any
+    /// redirects: set by the per-URL path on an `http_status` error (the
+    /// URL that answered with that status) and on a `save` error (the page
+    /// that could not be saved). Every other kind has none: no final answer
+    /// came (a timeout, a refused connection) or none was accepted (a
+    /// redirect past the limit).
+    pub fn with_final_url(self, url: impl Into<String>) -> Self {
+        FetchError {
+            final_url: Some(url.into()),
             ..self
         }
     }
@@ -160,6 +196,11 @@ impl FetchError {
     pub fn location(&self) -> Option<&str> {
         self.location.as_deref()
     }
+    /// The URL that gave the final answer, after redirects (see
+    /// [`with_final_url`](Self::with_final_url)).
+    pub fn final_url(&self) -> Option<&str> {
+        self.final_url.as_deref()
+    }
 }
 
 /// A fetched page, after the CPU stage.
@@ -174,6 +215,16 @@ pub struct Page {
     pub title: Option<String>,
     /// Number of `<a href>` links (0 when not parsed).
     pub links: usize,
+    /// The URL that gave this page, after redirects: the normalised request
+    /// URL ([`check_url`](crate::check_url)) when there was none. (The
+    /// [`Outcome::url`] is the input line as given.)
+    pub final_url: String,
+    /// The response's `Content-Type` header as sent, if it sent one.
+    pub content_type: Option<String>,
+    /// Where the body was saved, relative to
+    /// [`Options::save_dir`](crate::Options::save_dir) and always with `/`
+    /// (see [`crate::save`]); `None` when saving is off.
+    pub saved: Option<String>,
 }
 
 /// The one record a URL ends with.

@@ -27,8 +27,9 @@ use std::sync::LazyLock;
 
 use lol_html::html_content::{Element, TextChunk};
 use lol_html::{ElementContentHandlers, HandlerResult, HtmlRewriter, Selector, Settings};
+use url::Url;
 
-use crate::{Options, Page};
+use crate::{FetchError, Fetched, Options, Page, save};
 
 // Constant selectors, parsed once: `Selector::parse` can only fail on invalid
 // syntax, and these two are checked by the tests below, so the `expect`s
@@ -123,29 +124,48 @@ pub fn cpu_work(units: u32, body: &[u8]) -> u64 {
     std::hint::black_box(h)
 }
 
-/// The CPU stage for one fetched body: parse (when enabled and the body is
-/// HTML), then the configured extra work. This is the function async models
-/// send to a blocking pool.
-pub fn page(status: u16, body: &[u8], content_type: Option<&str>, options: &Options) -> Page {
+/// The CPU stage for one fetched page, from `final_url` (after redirects):
+/// parse (when enabled and the body is HTML), the configured extra work,
+/// then the save under [`Options::save_dir`] (see [`crate::save`]), whose
+/// failure is the URL's `save` error. The per-URL path runs this off the
+/// threads that drive I/O (a blocking pool, a CPU slot), the disk write
+/// included.
+pub fn page(fetched: Fetched, final_url: Url, options: &Options) -> Result<Page, FetchError> {
+    let Fetched {
+        status,
+        body,
+        content_type,
+    } = fetched;
     #[cfg(feature = "fault-injection")]
     if let Some(marker) = options.panic_marker() {
         let hit = body.windows(marker.len()).any(|w| w == marker.as_bytes());
         assert!(!hit, "injected panic: body contains {marker:?}");
     }
-    let (title, links) = if options.parse() && is_html(content_type) {
-        parse_html(body)
+    let (title, links) = if options.parse() && is_html(content_type.as_deref()) {
+        parse_html(&body)
     } else {
         (None, 0)
     };
     if options.cpu_work() > 0 {
-        cpu_work(options.cpu_work(), body);
+        cpu_work(options.cpu_work(), &body);
     }
-    Page {
+    let saved = match options.save_dir() {
+        Some(dir) => match save::save(dir, final_url.as_str(), content_type.as_deref(), &body) {
+            Ok(saved) => Some(saved),
+            Err(error) => return Err(error.with_final_url(final_url)),
+        },
+        None => None,
+    };
+    Ok(Page {
         status,
         bytes: body.len() as u64,
         title,
         links,
-    }
+        // The URL's own string, moved: no copy per page.
+        final_url: final_url.into(),
+        content_type,
+        saved,
+    })
 }
 
 #[cfg(test)]
@@ -232,15 +252,58 @@ mod tests {
         assert_eq!(parse_html(latin1).0.as_deref(), Some("Caf\u{fffd}"));
     }
 
+    /// The CPU stage of a 200 with this body and `Content-Type` from
+    /// `http://h/`.
+    fn stage(body: &[u8], content_type: Option<&str>, options: &Options) -> Page {
+        let fetched = Fetched {
+            status: 200,
+            body: body.to_vec(),
+            content_type: content_type.map(str::to_string),
+        };
+        let url = crate::check_url("http://h/").unwrap();
+        page(fetched, url, options).unwrap()
+    }
+
     #[test]
     fn non_html_is_counted_not_parsed() {
         let opts = Options::default();
-        let p = page(200, b"<title>x</title>", Some("application/json"), &opts);
+        let p = stage(b"<title>x</title>", Some("application/json"), &opts);
         assert_eq!((p.title, p.links, p.bytes), (None, 0, 16));
-        let p = page(200, b"<title>x</title>", None, &opts);
+        assert_eq!(p.content_type.as_deref(), Some("application/json"));
+        assert_eq!((p.final_url.as_str(), p.saved), ("http://h/", None));
+        let p = stage(b"<title>x</title>", None, &opts);
         assert_eq!(p.title.as_deref(), Some("x"));
         let off = Options::builder().parse(false).build().unwrap();
-        assert_eq!(page(200, b"<title>x</title>", None, &off).title, None);
+        assert_eq!(stage(b"<title>x</title>", None, &off).title, None);
+    }
+
+    #[test]
+    fn a_saved_page_says_where_and_a_failed_save_is_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options::builder()
+            .save_dir(Some(dir.path().to_path_buf()))
+            .build()
+            .unwrap();
+        let p = stage(b"<title>x</title>", Some("text/html"), &opts);
+        let saved = p.saved.unwrap();
+        assert_eq!(saved, save::relative_path("http://h/", Some("text/html")));
+        assert_eq!(
+            std::fs::read(dir.path().join(saved)).unwrap(),
+            b"<title>x</title>"
+        );
+
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let opts = opts.to_builder().save_dir(Some(file)).build().unwrap();
+        let fetched = Fetched {
+            status: 200,
+            body: b"x".to_vec(),
+            content_type: None,
+        };
+        let url = crate::check_url("http://h/x").unwrap();
+        let error = page(fetched, url, &opts).unwrap_err();
+        assert_eq!(error.kind(), crate::ErrorKind::Save);
+        assert_eq!(error.final_url(), Some("http://h/x"));
     }
 
     #[test]
@@ -250,12 +313,8 @@ mod tests {
             .panic_marker(Some("<title>Page 3</title>".into()))
             .build()
             .unwrap();
-        assert!(
-            page(200, b"<title>Page 4</title>", None, &opts)
-                .title
-                .is_some()
-        );
-        let hit = std::panic::catch_unwind(|| page(200, b"<title>Page 3</title>", None, &opts));
+        assert!(stage(b"<title>Page 4</title>", None, &opts).title.is_some());
+        let hit = std::panic::catch_unwind(|| stage(b"<title>Page 3</title>", None, &opts));
         let payload = hit.unwrap_err();
         let err = crate::FetchError::from_panic(payload.as_ref());
         assert_eq!(err.kind(), crate::ErrorKind::Panicked);

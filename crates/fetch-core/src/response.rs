@@ -161,6 +161,12 @@ impl Redirects {
         &self.url
     }
 
+    /// The URL requested last, once its answer is final (not a redirect
+    /// followed): where the URL ended up, the record's `final_url`.
+    pub fn into_url(self) -> Url {
+        self.url
+    }
+
     /// Reads a failed request's answer: `true` if it is a redirect (301,
     /// 302, 303, 307 or 308 with a `Location`, from [`check_status`]), and
     /// [`url`](Self::url) is now where it points; `false` if it is the final

@@ -2,11 +2,16 @@
 //! attempt, and how long to wait first), and beside it the loop that applies
 //! it, once for blocking clients and once for async ones. Models only supply
 //! the waiting, each with its own clock (a thread sleep, `tokio::time::sleep`,
-//! `smol::Timer`).
+//! `smol::Timer`). The loops also wait, before every attempt, for the turn of
+//! the URL's host (`pace.rs`: a delay between requests to one host,
+//! AutoThrottle, a `Retry-After`), and tell the host's pace what each attempt
+//! saw.
 
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
+
+use url::Url;
 
 use crate::{ErrorKind, FetchError, Options, Run};
 
@@ -76,14 +81,19 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// After attempt number `attempts` ended in `result`: either the final
-/// result, or the delay before the next attempt. (Also the step of
-/// `machine.rs`, which drives the same policy by hand.)
+/// After attempt number `attempts` of `url`, which took `latency`, ended in
+/// `result`: either the final result, or the delay before the next attempt.
+/// (Also the step of `machine.rs`, which drives the same policy by hand.)
 pub(crate) fn next_step<T>(
     run: &Run,
+    url: &Url,
     attempts: u32,
+    latency: Duration,
     result: Result<T, FetchError>,
 ) -> ControlFlow<Result<T, FetchError>, Duration> {
+    // Its host's pace hears of every attempt: AutoThrottle's latency, a
+    // Retry-After that holds the whole host back.
+    run.host_answered(url, latency, &result);
     let error = match result {
         Ok(v) => return ControlFlow::Break(Ok(v)),
         Err(e) => run.explain(e),
@@ -102,19 +112,30 @@ pub(crate) fn next_step<T>(
     ControlFlow::Continue(delay)
 }
 
-/// The retry loop for blocking clients. `attempt` gets the time budget of
-/// one attempt; backoff sleeps wake early on cancel. Returns the final
-/// result; `attempt` counts its own calls, so that the count survives a
-/// panic.
+/// The retry loop for blocking clients, for `url`. `attempt` gets the time
+/// budget of one attempt; the wait for the host's turn and backoff sleeps
+/// wake early on cancel. Returns the final result; `attempt` counts its own
+/// calls, so that the count survives a panic.
 pub fn with_retries_blocking<T>(
     run: &Run,
+    url: &Url,
     mut attempt: impl FnMut(Duration) -> Result<T, FetchError>,
 ) -> Result<T, FetchError> {
     let mut attempts = 0;
     loop {
+        while let Some(turn) = run.host_turn(url)? {
+            if run
+                .cancel_token()
+                .wait_timeout(turn.saturating_duration_since(Instant::now()))
+            {
+                return Err(FetchError::new(ErrorKind::Cancelled, "run cancelled"));
+            }
+        }
         let budget = run.attempt_timeout()?;
         attempts += 1;
-        match next_step(run, attempts, attempt(budget)) {
+        let started = Instant::now();
+        let result = attempt(budget);
+        match next_step(run, url, attempts, started.elapsed(), result) {
             ControlFlow::Break(result) => return result,
             ControlFlow::Continue(delay) => {
                 if run.cancel_token().wait_timeout(delay) {
@@ -125,12 +146,14 @@ pub fn with_retries_blocking<T>(
     }
 }
 
-/// The retry loop for async clients, runtime-agnostic: `attempt` gets the
-/// time budget of one attempt; `sleep` is the runtime's sleep, never a
-/// thread sleep. Cancellation and the deadline are the caller's race around
-/// the whole URL, so this loop does not watch them while it sleeps.
+/// The retry loop for async clients, for `url`, runtime-agnostic: `attempt`
+/// gets the time budget of one attempt; `sleep` is the runtime's sleep,
+/// never a thread sleep (for backoff, and for the host's turn).
+/// Cancellation and the deadline are the caller's race around the whole
+/// URL, so this loop does not watch them while it sleeps.
 pub async fn with_retries<T, A, AF, S, SF>(
     run: &Run,
+    url: &Url,
     mut attempt: A,
     mut sleep: S,
 ) -> Result<T, FetchError>
@@ -142,9 +165,14 @@ where
 {
     let mut attempts = 0;
     loop {
+        while let Some(turn) = run.host_turn(url)? {
+            sleep(turn.saturating_duration_since(Instant::now())).await;
+        }
         let budget = run.attempt_timeout()?;
         attempts += 1;
-        match next_step(run, attempts, attempt(budget).await) {
+        let started = Instant::now();
+        let result = attempt(budget).await;
+        match next_step(run, url, attempts, started.elapsed(), result) {
             ControlFlow::Break(result) => return result,
             ControlFlow::Continue(delay) => sleep(delay).await,
         }
@@ -155,6 +183,10 @@ where
 mod tests {
     use super::*;
     use crate::CancelToken;
+
+    fn url() -> Url {
+        crate::check_url("http://h/").unwrap()
+    }
 
     fn opts() -> Options {
         Options::builder()
@@ -247,7 +279,7 @@ mod tests {
         let cancel = CancelToken::new();
         let run = Run::new(&opts, &cancel);
         let mut calls = 0;
-        let result = with_retries_blocking(&run, |_| -> Result<(), _> {
+        let result = with_retries_blocking(&run, &url(), |_| -> Result<(), _> {
             calls += 1;
             Err(FetchError::http_status(503, None))
         });
@@ -255,7 +287,7 @@ mod tests {
         assert_eq!(result.unwrap_err().status(), Some(503));
 
         let mut calls = 0;
-        let result = with_retries_blocking(&run, |_| {
+        let result = with_retries_blocking(&run, &url(), |_| {
             calls += 1;
             if calls == 1 {
                 Err(FetchError::new(ErrorKind::Timeout, "t"))
@@ -272,7 +304,7 @@ mod tests {
         let cancel = CancelToken::new();
         cancel.cancel();
         let run = Run::new(&opts, &cancel);
-        let result = with_retries_blocking(&run, |_| -> Result<(), _> {
+        let result = with_retries_blocking(&run, &url(), |_| -> Result<(), _> {
             panic!("no attempt may start after cancel")
         });
         assert_eq!(result.unwrap_err().kind(), ErrorKind::Cancelled);

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::pace::Pace;
+use crate::robots::RobotsCache;
 use crate::{CancelToken, ErrorKind, FetchError, Options};
 
 /// One run of a model over a URL list: its options, its deadline and its
@@ -17,6 +19,10 @@ pub struct Run {
     options: Arc<Options>,
     cancel: CancelToken,
     deadline: Option<Instant>,
+    /// Each host's pace: when it may next be asked (`pace.rs`).
+    pace: Pace,
+    /// Each origin's robots.txt rules, fetched once for the run (`robots.rs`).
+    robots: RobotsCache,
 }
 
 impl Run {
@@ -25,6 +31,8 @@ impl Run {
             options: Arc::new(options.clone()),
             cancel: cancel.clone(),
             deadline: options.deadline().map(|d| Instant::now() + d),
+            pace: Pace::new(options),
+            robots: RobotsCache::new(options),
         }
     }
 
@@ -41,6 +49,14 @@ impl Run {
     /// The instant the global deadline passes, if there is one.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+    /// Each host's pace, shared by every task and thread of the run.
+    pub(crate) fn pace(&self) -> &Pace {
+        &self.pace
+    }
+    /// Each origin's robots.txt rules, shared by every task and thread of the run.
+    pub(crate) fn robots(&self) -> &RobotsCache {
+        &self.robots
     }
 
     /// Why no new request may start, or `None` while the run goes on.

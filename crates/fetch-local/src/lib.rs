@@ -146,7 +146,7 @@ use std::time::Duration;
 use fetch_core::response::{CappedBody, check_status};
 use fetch_core::tls::{error_chain, is_tls_failure};
 use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
-use fetch_core::{Model, Options, Outcome, Run, fetch_one};
+use fetch_core::{Model, Next, Options, Outcome, Run, fetch_one};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
 use hyper::body::{Body as _, Bytes};
@@ -223,9 +223,15 @@ pub fn fetch_all(
             // loops and reuses their connections), one batch per loop.
             let mut batches = vec![Vec::new(); feeds.len()];
             while !exhausted && dispatch.in_flight() < max_in_flight {
-                let Some((index, url)) = dispatch.next_url(&run) else {
-                    exhausted = true;
-                    break;
+                let (index, url) = match dispatch.next_url(&run) {
+                    Next::Url(index, url) => (index, url),
+                    // Every URL read ahead is for a host at its limit: wait
+                    // for an outcome, which frees a host's slot.
+                    Next::Wait => break,
+                    Next::End => {
+                        exhausted = true;
+                        break;
+                    }
                 };
                 let n = (0..feeds.len()).min_by_key(|&n| in_flight[n]).unwrap_or(0);
                 in_flight[n] += 1;

@@ -117,7 +117,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fetch_core::{Cached, CancelToken, CpuJob, Dispatch, ErrorKind, FetchError};
-use fetch_core::{Model, Options, Outcome, Run, Step, UrlMachine};
+use fetch_core::{Model, Next, Options, Outcome, Run, Step, UrlMachine};
 use mio::{Events, Poll, Token, Waker};
 use rustls::ClientConfig;
 use slab::Slab;
@@ -176,8 +176,11 @@ pub fn fetch_all(
         }
         while !exhausted && event_loop.in_flight.len() < max_in_flight {
             match dispatch.next_url(&run) {
-                Some((index, url)) => event_loop.start(index, url),
-                None => exhausted = true,
+                Next::Url(index, url) => event_loop.start(index, url),
+                // Every URL read ahead is for a host at its limit: wait for
+                // an outcome, which frees a host's slot.
+                Next::Wait => break,
+                Next::End => exhausted = true,
             }
             for outcome in event_loop.finished.drain(..) {
                 dispatch.record(outcome);
@@ -433,11 +436,10 @@ impl Loop<'_> {
         let registry = client.poll.registry();
         if let Progress::Done(result) =
             conn.ready(registry, Token(conn_key), readable, &mut client.scratch)
+            && let Some(machine) = self.detach(key)
         {
-            if let Some(machine) = self.detach(key) {
-                let step = machine.on_answer(run, result.map_err(map_error));
-                self.apply(key, step);
-            }
+            let step = machine.on_answer(run, result.map_err(map_error));
+            self.apply(key, step);
         }
     }
 

@@ -40,7 +40,7 @@ field() { awk -v f="$2" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || ec
 pss() { awk '$1 == "Pss:" {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 
 /usr/bin/time -f '%e %U %S' -o "$tmp/time" \
-  "$F" run --model "$model" --concurrency "$c" --urls "$tmp/urls" "$@" >/dev/null 2>/dev/null &
+  "$F" run --model "$model" --concurrency "$c" --per-host "$c" --urls "$tmp/urls" "$@" >/dev/null 2>/dev/null &
 timer=$!
 pid=""
 peak_parent=0 peak_worker=0 peak_anon=0 peak_tree=0 peak_pss=0 workers=0

@@ -24,7 +24,11 @@
 //! when a worker has a free slot, and it goes to the least busy one. The
 //! first line to each worker is the run's options (`src/wire.rs`), with
 //! what is left of the deadline, so a replacement started mid-run ends
-//! with the others.
+//! with the others. When hosts are paced (a delay between requests to one
+//! host, or AutoThrottle: fetch-core's `pace.rs`), the pace lives in the
+//! per-URL path, so in a worker: every URL of a host then goes to the same
+//! worker (chosen by a hash of the host), or two workers would each keep
+//! their own pace and ask the host twice as often.
 //!
 //! A process buys isolation: a crash (a segfault in a C parser, an
 //! `abort`, the OOM killer) ends one worker, not the run. Its reader sees
@@ -137,6 +141,7 @@ pub use worker::worker_main;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
+use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
@@ -146,7 +151,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fetch_core::{CancelToken, Dispatch, ErrorKind, FetchError, Model, OnCancel, Options};
-use fetch_core::{Outcome, Run};
+use fetch_core::{Next, Outcome, Run, Url};
 
 /// Set in every worker's environment. A program that is itself a worker
 /// refuses to start workers: a host that runs the model without handling
@@ -233,11 +238,17 @@ pub fn fetch_all(
         // A URL is read only when a worker can take it: memory follows C,
         // not the length of the input.
         while !exhausted && dispatch.in_flight() < max_in_flight && pool.has_room() {
-            let Some((index, url)) = dispatch.next_url(&run) else {
-                exhausted = true;
-                break;
+            let (index, url) = match dispatch.next_url(&run) {
+                Next::Url(index, url) => (index, url),
+                // Every URL read ahead is for a host at its limit: wait for
+                // an outcome, which frees a host's slot.
+                Next::Wait => break,
+                Next::End => {
+                    exhausted = true;
+                    break;
+                }
             };
-            if let Err(error) = pool.send(index, url.as_str()) {
+            if let Err(error) = pool.send(index, &url) {
                 dispatch.record(Outcome::untried(index, url.as_str(), error));
             }
         }
@@ -249,7 +260,8 @@ pub fn fetch_all(
                 // No worker left and none will start: every URL left gets
                 // the reason (the last start's error) rather than a hang.
                 let error = pool.broken();
-                while let Some((index, url)) = dispatch.next_url(&run) {
+                // Each recorded at once: no host fills up, no `Next::Wait`.
+                while let Next::Url(index, url) = dispatch.next_url(&run) {
                     dispatch.record(Outcome::untried(index, url.as_str(), error.clone()));
                 }
                 break;
@@ -292,6 +304,9 @@ enum Event {
 struct Worker {
     id: u64,
     pid: u32,
+    /// Its place among the W: a replacement takes the seat of the worker
+    /// it replaces, and a paced host always goes to the same seat.
+    seat: usize,
     /// Lines for its writer thread. Dropping it closes the worker's stdin.
     jobs: Sender<String>,
     in_flight: HashSet<usize>,
@@ -313,6 +328,9 @@ struct Pool<'a> {
     run: &'a Run,
     /// W: the most workers running at once.
     size: usize,
+    /// Whether hosts are paced (a delay or AutoThrottle): then each host's
+    /// URLs all go to one worker, whose per-URL path keeps that host's pace.
+    paced: bool,
     slots: usize,
     live: Vec<Worker>,
     children: Children,
@@ -336,12 +354,37 @@ impl<'a> Pool<'a> {
             .saturating_mul(o.retries().saturating_add(1))
             .saturating_add(wait.saturating_mul(o.retries()))
             .saturating_add(GRACE);
+        let paced = !o.host_delay().is_zero() || o.auto_throttle().is_some();
+        // A paced URL may wait for its host's turn before each attempt:
+        // behind every other URL of its worker, a jittered delay (up to 1.5
+        // times the longest) or a Retry-After each.
+        let longest_delay = (o.auto_throttle().map(|a| a.max_delay))
+            .unwrap_or_default()
+            .max(o.host_delay());
+        let turn = longest_delay
+            .mul_f64(1.5)
+            .saturating_add(o.retry_after_cap());
+        // Paced, a worker may be given every URL in flight (they may all be
+        // for its hosts); it starts threads for them as they come.
+        let slots = if paced {
+            o.max_in_flight()
+        } else {
+            o.max_in_flight().div_ceil(size)
+        };
+        let turns = u32::try_from(slots).unwrap_or(u32::MAX);
+        let attempts = o.retries().saturating_add(1);
+        let patience = if paced {
+            patience.saturating_add(turn.saturating_mul(turns).saturating_mul(attempts))
+        } else {
+            patience
+        };
         let body = usize::try_from(o.max_body_bytes()).unwrap_or(usize::MAX);
         Pool {
             worker,
             run,
             size,
-            slots: o.max_in_flight().div_ceil(size),
+            paced,
+            slots,
             live: Vec::new(),
             children: Children::default(),
             events,
@@ -375,11 +418,30 @@ impl<'a> Pool<'a> {
     }
 
     /// Hands URL `index` to a worker: an idle one, else a new one while
-    /// fewer than W run, else the least busy one with a free slot.
-    fn send(&mut self, index: usize, url: &str) -> Result<(), FetchError> {
-        let mut at = self.live.iter().position(|w| w.in_flight.is_empty());
+    /// fewer than W run, else the least busy one with a free slot. When
+    /// hosts are paced, a host's URLs all go to the worker in its seat
+    /// (started if need be; each worker then has all C slots): two workers
+    /// would each keep their own pace for the host, and ask it twice as
+    /// often. A worker that replaces a dead one starts its hosts' pace
+    /// afresh.
+    fn send(&mut self, index: usize, url: &Url) -> Result<(), FetchError> {
+        let mut at = None;
+        if self.paced {
+            let seat = seat_of(url, self.size);
+            at = self.live.iter().position(|w| w.seat == seat);
+            if at.is_none() && self.may_start() {
+                at = self.start(seat).map_err(|e| self.failed(e)).ok();
+            }
+        }
+        if at.is_none() {
+            at = self.live.iter().position(|w| w.in_flight.is_empty());
+        }
         if at.is_none() && self.may_start() {
-            at = self.start().map_err(|e| self.failed(e)).ok();
+            let seat = (0..self.size).find(|&s| self.live.iter().all(|w| w.seat != s));
+            at = self
+                .start(seat.unwrap_or(0))
+                .map_err(|e| self.failed(e))
+                .ok();
         }
         let at = at
             .or_else(|| {
@@ -397,12 +459,13 @@ impl<'a> Pool<'a> {
         // Fails only when its writer has stopped, on a broken pipe: the
         // worker is gone, and its reader will say so; this URL is then
         // recorded with the others it had.
-        let _ = worker.jobs.send(wire::job(index, url));
+        let _ = worker.jobs.send(wire::job(index, url.as_str()));
         Ok(())
     }
 
-    /// Starts a worker, with a reader and a writer thread for its pipes.
-    fn start(&mut self) -> Result<usize, FetchError> {
+    /// Starts a worker in `seat`, with a reader and a writer thread for its
+    /// pipes.
+    fn start(&mut self, seat: usize) -> Result<usize, FetchError> {
         let id = self.next_id;
         self.next_id += 1;
         let mut command = Command::new(&self.worker.program);
@@ -447,6 +510,7 @@ impl<'a> Pool<'a> {
         self.live.push(Worker {
             id,
             pid,
+            seat,
             jobs,
             in_flight: HashSet::new(),
             heard: Instant::now(),
@@ -590,6 +654,14 @@ impl Drop for Pool<'_> {
             let _ = child.wait();
         }
     }
+}
+
+/// The seat of the worker that fetches `url` when hosts are paced: its
+/// host's, the same for the whole run.
+fn seat_of(url: &Url, seats: usize) -> usize {
+    let mut hasher = std::hash::DefaultHasher::new();
+    fetch_core::host_key(url).hash(&mut hasher);
+    (hasher.finish() % seats.max(1) as u64) as usize
 }
 
 /// A worker failure as a URL's record: `panicked`, as a caught panic is.

@@ -6,7 +6,8 @@
 //!                    {"index":7,"url":"http://127.0.0.1:4000/page/7"}        then one per job
 //! worker -> parent   {"ready":1}                                             once, after the setup
 //!                    {"index":7,"attempts":1,"elapsed_ns":2301554,
-//!                     "result":{"Ok":{"status":200,"bytes":2048,"title":"Page 7","links":5}}}
+//!                     "result":{"Ok":{"status":200,"bytes":2048,"title":"Page 7","links":5,
+//!                     "final_url":"http://127.0.0.1:4000/page/7","content_type":"text/html","saved":null}}}
 //! ```
 //!
 //! The shapes are this crate's own, not serde on fetch-core's types: the
@@ -21,14 +22,15 @@
 //! such a line as a broken worker, never as an outcome.
 
 use std::borrow::Cow;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fetch_core::{ErrorKind, FetchError, Options, Outcome, Page, Run};
+use fetch_core::{AutoThrottle, ErrorKind, FetchError, Options, Outcome, Page, Run};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a message changes shape: a worker from another build says a
 /// different number in its hello and is refused rather than misread.
-pub(crate) const PROTOCOL: u32 = 1;
+pub(crate) const PROTOCOL: u32 = 3;
 
 /// The first line to a worker: what its per-URL path needs of the run's
 /// options, and its share of the requests in flight (`slots`).
@@ -36,6 +38,13 @@ pub(crate) const PROTOCOL: u32 = 1;
 struct Setup<'a> {
     protocol: u32,
     slots: usize,
+    /// Not used by a worker (the parent's `Dispatch` holds the limit), sent
+    /// so that the options cross unchanged.
+    max_per_host: Option<usize>,
+    /// The worker paces the hosts it is given (the parent gives each host
+    /// to one worker while it is paced: see `Pool::send`).
+    host_delay: Duration,
+    auto_throttle: Option<WireAutoThrottle>,
     connect_timeout: Duration,
     request_timeout: Duration,
     /// What was left of the parent's deadline when the worker was started:
@@ -53,8 +62,24 @@ struct Setup<'a> {
     user_agent: Cow<'a, str>,
     /// DER, as given to the parent's options.
     extra_roots: Vec<Cow<'a, [u8]>>,
+    /// The workers save the pages they fetch (their CPU stage does), so
+    /// they need the directory; `fetchlab run` passes it absolute. (serde
+    /// sends a path as a string: one that is not UTF-8 cannot be sent, and
+    /// the worker refuses the empty line that stands for it.)
+    save_dir: Option<Cow<'a, Path>>,
+    /// Obey robots.txt: each worker keeps its own rules (its own `Run`), so
+    /// each fetches an origin's robots.txt once.
+    robots: bool,
     /// fetch-core's fault injection, forwarded in test builds only.
     panic_marker: Option<Cow<'a, str>>,
+}
+
+/// fetch-core's `AutoThrottle`, as this crate's own shape.
+#[derive(Serialize, Deserialize)]
+struct WireAutoThrottle {
+    start_delay: Duration,
+    max_delay: Duration,
+    target_concurrency: f64,
 }
 
 /// The worker's hello: it read the setup and built its client.
@@ -85,6 +110,9 @@ struct WirePage<'a> {
     bytes: u64,
     title: Option<Cow<'a, str>>,
     links: usize,
+    final_url: Cow<'a, str>,
+    content_type: Option<Cow<'a, str>>,
+    saved: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -95,6 +123,7 @@ struct WireError<'a> {
     status: Option<u16>,
     retry_after: Option<Duration>,
     location: Option<Cow<'a, str>>,
+    final_url: Option<Cow<'a, str>>,
 }
 
 /// `value` as one line, newline included.
@@ -131,6 +160,13 @@ pub(crate) fn setup(run: &Run, slots: usize) -> String {
     line(&Setup {
         protocol: PROTOCOL,
         slots,
+        max_per_host: o.max_per_host(),
+        host_delay: o.host_delay(),
+        auto_throttle: o.auto_throttle().map(|a| WireAutoThrottle {
+            start_delay: a.start_delay,
+            max_delay: a.max_delay,
+            target_concurrency: a.target_concurrency,
+        }),
         connect_timeout: o.connect_timeout(),
         request_timeout: o.request_timeout(),
         deadline: run.deadline().map(left),
@@ -149,6 +185,8 @@ pub(crate) fn setup(run: &Run, slots: usize) -> String {
             .iter()
             .map(|c| Cow::Borrowed(&c[..]))
             .collect(),
+        save_dir: o.save_dir().map(Cow::Borrowed),
+        robots: o.robots(),
         panic_marker,
     })
 }
@@ -163,6 +201,13 @@ pub(crate) fn read_setup(line: &[u8]) -> Result<Options, String> {
     }
     let mut builder = Options::builder()
         .max_in_flight(s.slots)
+        .max_per_host(s.max_per_host)
+        .host_delay(s.host_delay)
+        .auto_throttle(s.auto_throttle.map(|a| AutoThrottle {
+            start_delay: a.start_delay,
+            max_delay: a.max_delay,
+            target_concurrency: a.target_concurrency,
+        }))
         .connect_timeout(s.connect_timeout)
         .request_timeout(s.request_timeout)
         .deadline(s.deadline)
@@ -174,7 +219,9 @@ pub(crate) fn read_setup(line: &[u8]) -> Result<Options, String> {
         .max_body_bytes(s.max_body_bytes)
         .parse(s.parse)
         .cpu_work(s.cpu_work)
-        .user_agent(s.user_agent);
+        .user_agent(s.user_agent)
+        .save_dir(s.save_dir.map(Cow::into_owned))
+        .robots(s.robots);
     for der in s.extra_roots {
         builder = builder.add_root_der(der.into_owned());
     }
@@ -216,6 +263,9 @@ pub(crate) fn answer(outcome: &Outcome) -> String {
             bytes: page.bytes,
             title: page.title.as_deref().map(Cow::Borrowed),
             links: page.links,
+            final_url: Cow::Borrowed(&page.final_url),
+            content_type: page.content_type.as_deref().map(Cow::Borrowed),
+            saved: page.saved.as_deref().map(Cow::Borrowed),
         }),
         Err(e) => Err(WireError {
             kind: Cow::Borrowed(e.kind().as_str()),
@@ -223,6 +273,7 @@ pub(crate) fn answer(outcome: &Outcome) -> String {
             status: e.status(),
             retry_after: e.retry_after(),
             location: e.location().map(Cow::Borrowed),
+            final_url: e.final_url().map(Cow::Borrowed),
         }),
     };
     line(&Answer {
@@ -243,6 +294,9 @@ pub(crate) fn read_answer(line: &[u8]) -> Result<Outcome, String> {
             bytes: p.bytes,
             title: p.title.map(Cow::into_owned),
             links: p.links,
+            final_url: p.final_url.into_owned(),
+            content_type: p.content_type.map(Cow::into_owned),
+            saved: p.saved.map(Cow::into_owned),
         }),
         Err(e) => Err(error(e)?),
     };
@@ -257,7 +311,7 @@ pub(crate) fn read_answer(line: &[u8]) -> Result<Outcome, String> {
 
 /// A `FetchError` as fetch-core builds it: an `http_status` error through
 /// its constructor (which sets the message and keeps `Retry-After`), every
-/// other kind from its message; the `Location` on either.
+/// other kind from its message; the `Location` and final URL on either.
 fn error(e: WireError) -> Result<FetchError, String> {
     let kind = ErrorKind::ALL
         .into_iter()
@@ -267,7 +321,11 @@ fn error(e: WireError) -> Result<FetchError, String> {
         (ErrorKind::HttpStatus, Some(status)) => FetchError::http_status(status, e.retry_after),
         _ => FetchError::new(kind, e.message),
     };
-    Ok(error.with_location(e.location.as_deref()))
+    let error = error.with_location(e.location.as_deref());
+    Ok(match e.final_url {
+        Some(url) => error.with_final_url(url),
+        None => error,
+    })
 }
 
 #[cfg(test)]
@@ -278,6 +336,13 @@ mod tests {
     fn every_option_changed() -> Options {
         let b = Options::builder()
             .max_in_flight(7)
+            .max_per_host(Some(2))
+            .host_delay(Duration::from_millis(250))
+            .auto_throttle(Some(AutoThrottle {
+                start_delay: Duration::from_millis(1500),
+                max_delay: Duration::from_secs(7),
+                target_concurrency: 2.5,
+            }))
             .connect_timeout(Duration::from_millis(1234))
             .request_timeout(Duration::from_millis(5678))
             .retries(4)
@@ -289,7 +354,9 @@ mod tests {
             .parse(false)
             .cpu_work(17)
             .user_agent("wire-test/1 (\"quoted\")")
-            .add_root_der(vec![0, 1, 2, 255]);
+            .add_root_der(vec![0, 1, 2, 255])
+            .save_dir(Some("/saved/pages dir".into()))
+            .robots(true);
         #[cfg(feature = "fault-injection")]
         let b = b.panic_marker(Some("<title>Page 3</title>".into()));
         b.build().unwrap()
@@ -337,6 +404,9 @@ mod tests {
             bytes: 99,
             title: Some("A \"title\" with \\ and \u{1} and é".into()),
             links: 12,
+            final_url: "http://h/after?redirects=\"2\"".into(),
+            content_type: Some("text/html; charset=\"utf-8\"".into()),
+            saved: Some("ab/abcd.html".into()),
         };
         let mut cases = vec![
             outcome(Ok(page)),
@@ -345,6 +415,9 @@ mod tests {
                 bytes: 0,
                 title: None,
                 links: 0,
+                final_url: "http://h/".into(),
+                content_type: None,
+                saved: None,
             })),
             outcome(Err(FetchError::http_status(
                 429,
@@ -352,6 +425,12 @@ mod tests {
             ))),
             outcome(Err(
                 FetchError::http_status(302, None).with_location(Some("/next?a=b"))
+            )),
+            outcome(Err(
+                FetchError::http_status(404, None).with_final_url("http://h/gone")
+            )),
+            outcome(Err(
+                FetchError::new(ErrorKind::Save, "disk full").with_final_url("http://h/")
             )),
         ];
         for kind in ErrorKind::ALL {
@@ -386,6 +465,9 @@ mod tests {
                 bytes: 2048,
                 title: Some(format!("Page {i}")),
                 links: 5,
+                final_url: url.to_string(),
+                content_type: Some("text/html; charset=utf-8".to_string()),
+                saved: None,
             }))
         };
         let outcomes: Vec<Outcome> = (0..n).map(page).collect();
@@ -433,9 +515,9 @@ mod tests {
         let unknown = cut.replace("\"connect\"", "\"gremlins\"");
         let err = read_answer(unknown.as_bytes()).unwrap_err();
         assert!(err.contains("gremlins"), "{err}");
-        assert!(read_ready(b"{\"ready\":2}").is_err(), "another protocol");
+        assert!(read_ready(b"{\"ready\":9}").is_err(), "another protocol");
         let other = setup(&Run::new(&Options::default(), &CancelToken::new()), 1)
-            .replace("\"protocol\":1", "\"protocol\":9");
+            .replace(&format!("\"protocol\":{PROTOCOL}"), "\"protocol\":9");
         assert!(
             read_setup(other.as_bytes())
                 .unwrap_err()

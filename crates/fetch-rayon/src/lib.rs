@@ -22,7 +22,8 @@
 //!
 //! A rayon pool cannot grow once built, so its size is chosen before the
 //! first task: `fetch_all` reads the first C URLs (it would read them anyway
-//! to fill the slots) and asks for a pool of that many threads. 50 URLs at
+//! to fill the slots) and asks for a pool of as many threads as URLs can be
+//! in flight (`Dispatch::wanted`: the batch, or C while the input goes on). 50 URLs at
 //! C = 100,000 get 50 threads; before, the pool was built with C threads up
 //! front, and that run fetched nothing in 150 s. The pool is kept between
 //! runs (fetch-core's `Cached`, as the agent is) and replaced by a larger one
@@ -151,7 +152,7 @@ use std::sync::mpsc::{self, Sender};
 
 use fetch_core::blocking::{BlockingClient, say_capped, thread_limit};
 use fetch_core::fetch_one_blocking;
-use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, Url};
+use fetch_core::{Cached, CancelToken, Dispatch, Model, Next, Options, Outcome, Run, Url};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 /// The most threads a pool gets, whatever `max_in_flight` asks: past this,
@@ -196,10 +197,11 @@ pub fn fetch_all(
     // Never more threads than the OS can start, nor than the pool's cap.
     let (max_in_flight, capped_by) = thread_limit(options, Some(POOL_CAP));
     // A rayon pool cannot grow, so the first batch decides its size: one
-    // thread per URL in flight, so 50 URLs at a limit of 100,000 get 50.
+    // thread per URL that can be in flight, so 50 URLs at a limit of 100,000
+    // get 50.
     let first = dispatch.next_urls(&run, max_in_flight);
-    let mut exhausted = first.len() < max_in_flight;
-    if let (false, Some(why)) = (exhausted, capped_by) {
+    let wanted = dispatch.wanted(max_in_flight);
+    if let (true, Some(why)) = (wanted == max_in_flight, capped_by) {
         say_capped("rayon", options.max_in_flight(), max_in_flight, &why);
     }
     if first.is_empty() {
@@ -221,9 +223,9 @@ pub fn fetch_all(
     // one (the old one's threads exit once idle).
     let large_enough = |p: &Option<ThreadPool>| {
         p.as_ref()
-            .is_some_and(|p| p.current_num_threads() >= first.len())
+            .is_some_and(|p| p.current_num_threads() >= wanted)
     };
-    let pool = pool.get_unshared_or_build(options, large_enough, |_| build_pool(first.len()));
+    let pool = pool.get_unshared_or_build(options, large_enough, |_| build_pool(wanted));
 
     // A scope's tasks borrow the client, the run and the channel, and all
     // end before `in_place_scope` returns: no `Arc`, as with scoped
@@ -245,13 +247,20 @@ pub fn fetch_all(
             scope.spawn(move |_| fetch(job, &done));
         };
         first.into_iter().for_each(&start);
+        let mut exhausted = false;
         loop {
             // Take a slot before reading a URL: the input is pulled only as
             // tasks finish, so memory follows C, not the input's length.
             while !exhausted && dispatch.in_flight() < max_in_flight {
-                let Some(job) = dispatch.next_url(&run) else {
-                    exhausted = true;
-                    break;
+                let job = match dispatch.next_url(&run) {
+                    Next::Url(index, url) => (index, url),
+                    // Every URL read ahead is for a host at its limit: wait
+                    // for an outcome, which frees a host's slot.
+                    Next::Wait => break,
+                    Next::End => {
+                        exhausted = true;
+                        break;
+                    }
                 };
                 start(job);
             }

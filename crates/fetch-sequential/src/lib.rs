@@ -61,7 +61,8 @@
 //! other models pass). `cargo bench -- sequential` runs its benchmark rows.
 
 use fetch_core::blocking::BlockingClient;
-use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, fetch_one_blocking};
+use fetch_core::fetch_one_blocking;
+use fetch_core::{Cached, CancelToken, Dispatch, Model, Next, Options, Outcome, Run};
 
 /// Fetches `urls` one after another, handing each outcome to `on_outcome` as
 /// it finishes. Returns the number of URLs read (one outcome each).
@@ -81,8 +82,9 @@ pub fn fetch_all(
     // The whole model: take the next URL, fetch it, record it, repeat, until
     // the input is exhausted. `next_url` checks the cancel token and the
     // deadline before handing out each URL, so after a cancel the rest of
-    // the input is reported `cancelled` without a request.
-    while let Some((index, url)) = dispatch.next_url(&run) {
+    // the input is reported `cancelled` without a request. With nothing in
+    // flight no host is at its limit, so `Next::Wait` never comes here.
+    while let Next::Url(index, url) = dispatch.next_url(&run) {
         dispatch.record(fetch_one_blocking(&run, index, url, |url, budget| {
             client.attempt(&run, url, budget)
         }));

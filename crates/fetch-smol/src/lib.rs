@@ -81,7 +81,7 @@ use std::time::Duration;
 use fetch_core::response::{CappedBody, check_status};
 use fetch_core::tls::{error_chain, is_tls_failure};
 use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
-use fetch_core::{Model, Options, Outcome, Run, fetch_one};
+use fetch_core::{Model, Next, Options, Outcome, Run, fetch_one};
 use futures_rustls::TlsConnector;
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
@@ -126,13 +126,19 @@ pub async fn fetch_all(
         let mut exhausted = false;
         loop {
             while !exhausted && dispatch.in_flight() < max_in_flight {
-                let Some((index, url)) = dispatch.next_url(&run) else {
-                    exhausted = true;
-                    // Workers finish the jobs queued, find the queue closed
-                    // and exit, dropping their senders.
-                    jobs.close();
-                    for_workers = None;
-                    break;
+                let (index, url) = match dispatch.next_url(&run) {
+                    Next::Url(index, url) => (index, url),
+                    // Every URL read ahead is for a host at its limit: wait
+                    // for an outcome, which frees a host's slot.
+                    Next::Wait => break,
+                    Next::End => {
+                        exhausted = true;
+                        // Workers finish the jobs queued, find the queue
+                        // closed and exit, dropping their senders.
+                        jobs.close();
+                        for_workers = None;
+                        break;
+                    }
                 };
                 // A worker per unfinished URL, spawned when the first URL
                 // needs it: every worker is busy whenever this is true.

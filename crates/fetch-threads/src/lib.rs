@@ -4,7 +4,8 @@
 //! # How it works
 //!
 //! `fetch_all` reads the first batch of up to `max_in_flight` URLs and starts
-//! one scoped worker thread per URL in it, so a run never has more threads
+//! one scoped worker thread per URL that can be in flight (`Dispatch::wanted`:
+//! the batch, or C while the input goes on), so a run never has more threads
 //! than requests it can have in flight (50 URLs at C = 100,000 start at most
 //! 50). Each worker takes a job
 //! `(index, url)` from a shared queue and blocks inside ureq's `call()` and
@@ -127,7 +128,7 @@ use std::thread::{self, Scope};
 
 use fetch_core::blocking::{BlockingClient, say_capped, thread_limit};
 use fetch_core::fetch_one_blocking;
-use fetch_core::{Cached, CancelToken, Dispatch, Model, Options, Outcome, Run, Url};
+use fetch_core::{Cached, CancelToken, Dispatch, Model, Next, Options, Outcome, Run, Url};
 
 /// Fetches `urls` with up to `max_in_flight` threads (capped at what the OS
 /// lets this process start), handing each outcome to `on_outcome` (on the
@@ -152,11 +153,11 @@ pub fn fetch_all(
     // started thread that cannot map its signal stack aborts the process,
     // which no error handling here could catch.
     let (max_in_flight, capped_by) = thread_limit(options, None);
-    // The first batch decides how many threads to start: one per URL in
-    // flight, so 50 URLs at a limit of 100,000 start 50 threads.
+    // The first batch decides how many threads to start: one per URL that
+    // can be in flight, so 50 URLs at a limit of 100,000 start 50 threads.
     let first = dispatch.next_urls(&run, max_in_flight);
-    let mut exhausted = first.len() < max_in_flight;
-    if let (false, Some(why)) = (exhausted, capped_by) {
+    let wanted = dispatch.wanted(max_in_flight);
+    if let (true, Some(why)) = (wanted == max_in_flight, capped_by) {
         say_capped("threads", options.max_in_flight(), max_in_flight, &why);
     }
     if first.is_empty() {
@@ -185,7 +186,7 @@ pub fn fetch_all(
     // Scoped threads borrow the client, the run and the queues, and are all
     // joined before `scope` returns: no `Arc`, no thread outlives the call.
     thread::scope(|scope| {
-        let workers = start_workers(scope, first.len(), &job_rx, &done_tx, &fetch);
+        let workers = start_workers(scope, wanted, &job_rx, &done_tx, &fetch);
         if workers == 0 {
             // Not one thread: the calling thread fetches alone.
             return client.fetch_in_turn(&run, &mut dispatch, first);
@@ -199,13 +200,20 @@ pub fn fetch_all(
             let _ = job_tx.send(job);
         };
         first.into_iter().for_each(&start);
+        let mut exhausted = false;
         loop {
             // Take a slot before reading a URL: the input is pulled only as
             // workers free up, so memory follows C, not the input's length.
             while !exhausted && dispatch.in_flight() < max_in_flight {
-                let Some(job) = dispatch.next_url(&run) else {
-                    exhausted = true;
-                    break;
+                let job = match dispatch.next_url(&run) {
+                    Next::Url(index, url) => (index, url),
+                    // Every URL read ahead is for a host at its limit: wait
+                    // for an outcome, which frees a host's slot.
+                    Next::Wait => break,
+                    Next::End => {
+                        exhausted = true;
+                        break;
+                    }
                 };
                 start(job);
             }

@@ -57,4 +57,24 @@ fn fifty_urls_at_c_100000_start_at_most_fifty_threads() {
     );
     assert!(most >= 1, "the run used worker threads");
     assert!(most <= 50, "{most} threads started for 50 URLs");
+
+    // The same 50 URLs, all of one host, at 4 per host: 4 can be in flight,
+    // so 4 threads are started, not 50. (The last run's workers are joined;
+    // the kernel may list one for a moment longer while it exits.)
+    let joined = std::time::Instant::now();
+    while workers_alive() > 0 && joined.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let per_host = options.to_builder().max_per_host(Some(4)).build().unwrap();
+    let mut most = 0;
+    let outcomes = Threads::new().run(
+        &urls,
+        &per_host,
+        &mut |_| most = most.max(workers_alive()),
+        &CancelToken::new(),
+    );
+    assert!(outcomes.iter().all(|o| o.is_ok()));
+    // Twice 4: a thread ureq starts to resolve a new connection's host
+    // inherits its worker's name while it lives (see `thread_budget`).
+    assert!(most <= 2 * 4, "{most} threads started for 4 per host");
 }

@@ -63,7 +63,7 @@ use std::time::Duration;
 use fetch_core::response::{CappedBody, check_status};
 use fetch_core::tls::{error_chain, is_tls_failure};
 use fetch_core::{AsyncRuntime, Cached, CancelToken, Dispatch, ErrorKind, FetchError, Fetched};
-use fetch_core::{Model, Options, Outcome, Run, fetch_one};
+use fetch_core::{Model, Next, Options, Outcome, Run, fetch_one};
 use reqwest::Client;
 use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
@@ -105,9 +105,15 @@ pub async fn fetch_all(
         // prototype), not per slot. And awaiting each URL in turn, with no
         // spawn, would be the sequential model in async syntax.
         while !exhausted && in_flight.len() < max_in_flight {
-            let Some((index, url)) = dispatch.next_url(&run) else {
-                exhausted = true;
-                break;
+            let (index, url) = match dispatch.next_url(&run) {
+                Next::Url(index, url) => (index, url),
+                // Every URL read ahead is for a host at its limit: wait for
+                // an outcome, which frees a host's slot.
+                Next::Wait => break,
+                Next::End => {
+                    exhausted = true;
+                    break;
+                }
             };
             let (run, client) = (Arc::clone(&run), client.clone());
             // Futures are lazy: `attempt(..)` sends nothing until `fetch_one`

@@ -160,8 +160,11 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     args.faults.apply(&mut config.faults);
     let server = MockServer::start(config).context("starting the mock server on 127.0.0.1")?;
     let urls = server.page_urls(args.pages);
+    // One host, so a per-host limit equal to the concurrency: every model
+    // keeps C in flight to it, as before the per-host limit existed.
     let options = Options::builder()
         .max_in_flight(concurrency)
+        .max_per_host(Some(concurrency))
         .request_timeout(Duration::from_millis(args.timeout_ms))
         .retries(args.retries)
         .parse(!args.no_parse)

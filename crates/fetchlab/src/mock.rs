@@ -2,12 +2,13 @@
 //! client, or `fetchlab run` in a second terminal.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use mock_server::{Fault, FaultSet, Faults, Latency, MockConfig, MockServer};
+use mock_server::{Fault, FaultSet, Faults, Latency, MockConfig, MockServer, RobotsTxt};
 
 #[derive(Args, Debug)]
 pub struct MockArgs {
@@ -54,6 +55,48 @@ pub struct MockArgs {
     /// Body size of oversized pages, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     oversized_bytes: u64,
+    #[command(flatten)]
+    robots: RobotsArgs,
+}
+
+/// What `/robots.txt` answers: at most one of these; without any, a 404
+/// (no robots.txt, so a crawler may fetch everything).
+#[derive(Args, Debug)]
+#[group(multiple = false)]
+struct RobotsArgs {
+    /// Serve FILE's text as /robots.txt (200, text/plain).
+    #[arg(long = "robots", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Serve TEXT as /robots.txt (200, text/plain); in a shell,
+    /// $'User-agent: *\nDisallow: /private' puts each line on its own.
+    #[arg(long = "robots-txt", value_name = "TEXT")]
+    text: Option<String>,
+    /// Answer /robots.txt with this status and a one-line body: 404 or 403
+    /// mean every URL may be fetched, 500 or 503 none (RFC 9309).
+    #[arg(long = "robots-status", value_name = "CODE",
+          value_parser = clap::value_parser!(u16).range(200..=999))]
+    status: Option<u16>,
+    /// Never answer /robots.txt (RFC 9309: unreachable, so no URL may be fetched).
+    #[arg(long = "robots-hang")]
+    hang: bool,
+}
+
+impl RobotsArgs {
+    fn robots(&self) -> Result<RobotsTxt> {
+        Ok(if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--robots {}: cannot read it", path.display()))?;
+            RobotsTxt::Text(text)
+        } else if let Some(text) = &self.text {
+            RobotsTxt::Text(text.clone())
+        } else if let Some(code) = self.status {
+            RobotsTxt::Status(code)
+        } else if self.hang {
+            RobotsTxt::Hang
+        } else {
+            RobotsTxt::NotFound
+        })
+    }
 }
 
 /// The latency distributions, for `mock` and `compare`. Each command says in
@@ -151,7 +194,7 @@ pub fn mock(args: &MockArgs) -> Result<()> {
     // The base URL alone on stdout, so scripts can read it with one `read`.
     println!("{}", server.base_url());
     eprintln!(
-        "fetchlab mock: serving /page/{{id}} and /__stats at {}; Ctrl-C to stop",
+        "fetchlab mock: serving /page/{{id}}, /robots.txt and /__stats at {}; Ctrl-C to stop",
         server.base_url()
     );
     let (tx, rx) = mpsc::channel();
@@ -216,6 +259,7 @@ fn config(args: &MockArgs) -> Result<MockConfig> {
         keep_alive_idle: args.keep_alive_idle_ms.map(Duration::from_millis),
         tls: args.tls,
         seed: args.seed,
+        robots: args.robots.robots()?,
     })
 }
 

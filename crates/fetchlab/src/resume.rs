@@ -1,13 +1,15 @@
 //! `fetchlab run --out FILE --resume`: what an earlier run already wrote to
 //! FILE, and which input lines it leaves to fetch.
 //!
-//! A line's *final* record is the one whose `error.kind` is neither
-//! `cancelled` nor `deadline` (a page, or a failure that fetching again would
-//! not change, such as a 404 or an `invalid_url`). A resumed run skips every
-//! input line that has one and appends records for the rest, so FILE ends
-//! with at most one final record per line, and with exactly one once a run
-//! ends on its own. The older `cancelled` and `deadline` records of a line
-//! stay where they are, before its final one.
+//! A line's *final* record is the one whose `error.kind` is none of
+//! `cancelled`, `deadline` and `save` (a page, or a failure that fetching
+//! again would not change, such as a 404 or an `invalid_url`, or a decision
+//! such as `robots_disallowed`; a page that
+//! could not be saved is fetched again, once the disk has room). A resumed
+//! run skips every input line that has one and appends records for the
+//! rest, so FILE ends with at most one final record per line, and with
+//! exactly one once a run ends on its own. The older `cancelled`, `deadline` and `save` records of
+//! a line stay where they are, before its final one.
 //!
 //! FILE is read once, before anything is fetched:
 //! - a last line without its newline is the record a killed run was writing
@@ -35,9 +37,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-/// The error kinds whose records are not final: the line was not finished,
-/// and a resumed run fetches it again.
-pub const NOT_FINAL: [&str; 2] = ["cancelled", "deadline"];
+/// The error kinds whose records are not final: the line was not finished
+/// (or its page not saved), and a resumed run fetches it again.
+pub const NOT_FINAL: [&str; 3] = ["cancelled", "deadline", "save"];
 
 /// A record's fields that resume reads; the others are ignored.
 #[derive(Deserialize)]
@@ -411,6 +413,22 @@ mod tests {
             r.check(0, "http://a/0").unwrap(),
             "walked again from the start"
         );
+    }
+
+    #[test]
+    fn a_page_that_could_not_be_saved_is_fetched_again() {
+        let text = [
+            rec(0, "http://a/0", Some("save")),
+            rec(1, "http://a/1", None),
+        ]
+        .concat();
+        let mut r = read(&text).unwrap();
+        assert_eq!((r.records(), r.done()), (2, 1));
+        assert!(
+            !r.check(0, "http://a/0").unwrap(),
+            "not saved: fetched again"
+        );
+        assert!(r.check(1, "http://a/1").unwrap());
     }
 
     #[test]

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use clap::builder::PossibleValuesParser;
-use fetch_core::{CancelToken, ErrorKind, FetchError, Options, Outcome, shown_url};
+use fetch_core::{AutoThrottle, CancelToken, ErrorKind, FetchError, Options, Outcome, shown_url};
 use fetchlab::summary::{Summary, Tally};
 use indicatif::{ProgressBar, ProgressStyle};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -81,12 +81,19 @@ const SECOND_SIGNAL_PATIENCE: Duration = Duration::from_secs(1);
 pub const AFTER_HELP: &str = "\
 Records:
   One JSON line per input URL, written as each URL finishes (so not in input
-  order): index (the URL's position among the URL lines, from 0), url, ok,
-  status, bytes, title, links, attempts, elapsed_ms, and error (null, or
-  {kind, message}). Blank lines and lines starting with '#' are skipped; a
-  UTF-8 byte-order mark at the start is ignored. Any other line gets a record:
-  a line that is not a URL, is not valid UTF-8 (its text is shown with U+FFFD
-  for the bad bytes), or is longer than 8192 bytes (its start is shown) is an
+  order): index (the URL's position among the URL lines, from 0), url (the
+  line as given), ok, status, bytes, title, links, final_url, content_type,
+  saved, attempts, elapsed_ms, and error (null, or {kind, message}).
+  final_url is the URL that gave the final answer, after redirects (the URL
+  as normalised when there was none): set on a page, an http_status error
+  (where the error status came from) and a save error, null on the others
+  (no answer came). content_type is a page's Content-Type header as sent
+  (null when there was none, and on every error). saved is the page's file
+  under --save DIR, or null.
+  Blank lines and lines starting with '#' are skipped; a UTF-8 byte-order
+  mark at the start is ignored. Any other line gets a record: a line that is
+  not a URL, is not valid UTF-8 (its text is shown with U+FFFD for the bad
+  bytes), or is longer than 8192 bytes (its start is shown) is an
   invalid_url record, and the run goes on.
 
 Signals:
@@ -99,21 +106,35 @@ Signals:
   that stays open, such as a terminal, get none after a 1 s wait).
   A third signal quits at once, even mid-record.
 
+Saving pages:
+  --save DIR writes each page's body to DIR/xy/<sha256 of final_url>.<ext>
+  (xy: the hash's first two digits; ext from the Content-Type, bin when it is
+  unknown), and the record's saved is that path relative to DIR. Only pages:
+  the body of a non-2xx answer is never read. URLs that end at the same
+  final_url share one file (the last write wins). Each file is written to
+  DIR/.tmp/ and renamed into place before its record is written, so no
+  record points at half a page; what a killed run left in DIR/.tmp/ is
+  removed when the next run starts (so two runs must not share DIR at once).
+  DIR is created if missing; if no page can be written there, fetchlab says
+  why and exits 1 before fetching anything. A page that cannot be saved
+  (disk full, a file in the way) gets a `save` error record, and the run
+  goes on.
+
 Resume:
   --out FILE --resume continues a run that was stopped (a signal, kill -9, a
   crash, --deadline-ms). The records already in FILE are read back; every
-  input line that has a final record (any record but `cancelled` or
-  `deadline`) is skipped, with no request, and the other lines are fetched
-  and their records appended, with their index in the input. A last line cut
-  off mid-write (kill -9) is removed first and its URL fetched again; any
-  other line that is not a record is an error naming it. A line's final
-  record is the one that is not cancelled/deadline: FILE holds at most one
-  per line, and exactly one once a run ends on its own (the line's earlier
-  cancelled/deadline records stay before it). FILE must come from the same
-  URL list: a record whose url is not the line at its index, or an index
-  past the end of the list, is an error, found before anything is fetched
-  when --urls is a file, and as the lines arrive when it is '-'. A FILE that
-  does not exist yet starts a fresh run. Memory: 16 bytes per final record.
+  input line that has a final record (any record but `cancelled`, `deadline`
+  or `save`) is skipped, with no request, and the other lines are fetched and
+  their records appended, with their index in the input. A last line cut off
+  mid-write (kill -9) is removed first and its URL fetched again; any other
+  line that is not a record is an error naming it. A line's final record is
+  the one that is not cancelled/deadline/save: FILE holds at most one per
+  line, and exactly one once a run ends on its own (the line's earlier
+  cancelled/deadline/save records stay before it). FILE must come from the
+  same URL list: a record whose url is not the line at its index, or an index
+  past the end of the list, is an error, found before anything is fetched when
+  --urls is a file, and as the lines arrive when it is '-'. A FILE that does
+  not exist yet starts a fresh run. Memory: 16 bytes per final record.
 
 Exit codes:
   0      the run ended on its own: every URL has its record (a run cut short
@@ -124,6 +145,55 @@ Exit codes:
   2      usage error (unknown option, unknown model, --resume without --out)
   128+N  stopped by signal N, every record written: 130 SIGINT, 143 SIGTERM,
          129 SIGHUP
+
+Hosts:
+  --per-host N (default 8): at most N requests in flight to one host, with
+  --concurrency on top. A host is a scheme, host and port, taken from the URL
+  as given: its redirects and retries count against it, wherever they lead.
+  URLs for a host at its limit are held back and the list is read on, up to
+  twice --concurrency (at least 64) URLs ahead, so a slow host does not hold
+  up the others and memory still follows --concurrency; when every URL read
+  ahead is for a full host, the run waits for one to finish.
+  --delay-ms MS (default 0, none): at least MS between the starts of two
+  attempts to one host, each gap drawn between 0.5 and 1.5 times MS. Retries
+  wait for their turn too. A URL waiting for its host's turn holds its slot
+  (of --concurrency and of --per-host) meanwhile, so one slow host never
+  takes more than --per-host slots from the others.
+  --auto-throttle: each host's delay follows the latency of its responses
+  (Scrapy's AutoThrottle: target = latency / target concurrency; new delay =
+  max(target, (old + target) / 2), kept within --delay-ms and the maximum;
+  a response that is not 2xx may raise the delay, never lower it). A host
+  starts at --auto-throttle-start-ms (5000). Latency here is an attempt's
+  whole time (connect, headers, body, redirects); Scrapy's is the time to the
+  headers.
+  With a delay or AutoThrottle, a 429 or 503 with Retry-After (seconds,
+  capped at 30 s) also holds back every other request to that host until it
+  has passed; without them, only that URL's own retry waits.
+  Scrapy's settings: CONCURRENT_REQUESTS is --concurrency (16 in both),
+  CONCURRENT_REQUESTS_PER_DOMAIN is --per-host (8 in both), DOWNLOAD_DELAY
+  with RANDOMIZE_DOWNLOAD_DELAY is --delay-ms, AUTOTHROTTLE_ENABLED,
+  _START_DELAY, _MAX_DELAY and _TARGET_CONCURRENCY are --auto-throttle,
+  --auto-throttle-start-ms, --auto-throttle-max-ms and --auto-throttle-target.
+  Scrapy counts per host name (http://a and https://a:8443 share a slot);
+  fetchlab counts per scheme, host and port. Scrapy ignores Retry-After.
+
+Robots:
+  --robots: before a host's first request, its /robots.txt is fetched
+  (scheme, host and port: one file per origin, kept for the whole run; in
+  the processes model, once per worker), with the same client, user agent,
+  timeouts, retries, --delay-ms and redirects (at least 5) as any request. A
+  URL it disallows gets a robots_disallowed record (attempts 0) and is never
+  requested; so does a URL that redirects, on the same host, to one it
+  disallows, before that is requested. A redirect to another host is not
+  checked. Its groups are matched with the
+  product token of --user-agent (the text before the first '/': fetchlab for
+  the default). A 2xx is parsed (the first 500 KiB); a 404 or another 4xx
+  means no rules; a 429, a 5xx, a timeout or no connection means every URL of
+  the host is disallowed (RFC 9309), and the record says why. robots.txt's
+  own requests get no record. robots_disallowed is final for --resume.
+  Scrapy's ROBOTSTXT_OBEY; Scrapy parses whatever body a 4xx or 5xx has
+  (usually no rules), allows everything when robots.txt cannot be fetched,
+  and matches its user agent as a substring.
 
 Limits:
   Each request in flight holds a socket, one file descriptor. At start the
@@ -148,6 +218,46 @@ pub struct RunArgs {
     /// Requests in flight.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Requests in flight to one host (scheme, host and port), with
+    /// --concurrency on top: Scrapy's CONCURRENT_REQUESTS_PER_DOMAIN (8).
+    /// A value of --concurrency or more means no per-host limit. See "Hosts"
+    /// in --help.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    per_host: usize,
+    /// Least time between two requests to one host, in milliseconds, each
+    /// gap drawn between 0.5 and 1.5 times it: Scrapy's DOWNLOAD_DELAY with
+    /// RANDOMIZE_DOWNLOAD_DELAY. With --auto-throttle, its lowest delay.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    delay_ms: u64,
+    /// Adjust each host's delay to its latency: Scrapy's AutoThrottle (start
+    /// 5 s, max 60 s, target concurrency 1, unless set below).
+    #[arg(long)]
+    auto_throttle: bool,
+    /// AutoThrottle's first delay for a host (AUTOTHROTTLE_START_DELAY).
+    #[arg(
+        long,
+        default_value_t = 5_000,
+        value_name = "MS",
+        requires = "auto_throttle"
+    )]
+    auto_throttle_start_ms: u64,
+    /// AutoThrottle's longest delay (AUTOTHROTTLE_MAX_DELAY).
+    #[arg(
+        long,
+        default_value_t = 60_000,
+        value_name = "MS",
+        requires = "auto_throttle"
+    )]
+    auto_throttle_max_ms: u64,
+    /// Requests AutoThrottle aims to keep in flight to each host, on average
+    /// (AUTOTHROTTLE_TARGET_CONCURRENCY).
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "N",
+        requires = "auto_throttle"
+    )]
+    auto_throttle_target: f64,
     /// Per-attempt timeout (connect, headers and body), in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
@@ -178,11 +288,21 @@ pub struct RunArgs {
     /// PEM file of extra root certificates to trust (on top of the platform's).
     #[arg(long)]
     root_cert: Option<PathBuf>,
+    /// Save each page's body under DIR (created if missing), named by the
+    /// SHA-256 of its final URL; the record's `saved` says which file. See
+    /// "Saving pages" in --help.
+    #[arg(long, value_name = "DIR")]
+    save: Option<PathBuf>,
+    /// Obey each host's robots.txt (RFC 9309; Scrapy's ROBOTSTXT_OBEY): a URL
+    /// it disallows gets a robots_disallowed record and no request. See
+    /// "Robots" in --help.
+    #[arg(long)]
+    robots: bool,
     /// Never show the progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
     /// Continue an interrupted run: read the records already in --out FILE,
-    /// skip the input lines that have a final one (not cancelled/deadline)
+    /// skip the input lines that have a final one (not cancelled/deadline/save)
     /// and append records for the rest. See "Resume" in --help.
     #[arg(long)]
     resume: bool,
@@ -416,7 +536,7 @@ fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -1096,8 +1216,22 @@ fn flush_periodically(shared: &Arc<Shared>, cancel: &CancelToken) -> Result<()> 
 }
 
 fn options(args: &RunArgs) -> Result<Options> {
+    if args.per_host == 0 {
+        bail!(
+            "--per-host must be at least 1 (0 would never start a request); for no per-host \
+             limit, give it the --concurrency value"
+        );
+    }
+    let auto_throttle = args.auto_throttle.then(|| AutoThrottle {
+        start_delay: Duration::from_millis(args.auto_throttle_start_ms),
+        max_delay: Duration::from_millis(args.auto_throttle_max_ms),
+        target_concurrency: args.auto_throttle_target,
+    });
     let mut b = Options::builder()
         .max_in_flight(args.concurrency)
+        .max_per_host(Some(args.per_host))
+        .host_delay(Duration::from_millis(args.delay_ms))
+        .auto_throttle(auto_throttle)
         .request_timeout(Duration::from_millis(args.timeout_ms))
         .connect_timeout(Duration::from_millis(args.connect_timeout_ms))
         .deadline(args.deadline_ms.map(Duration::from_millis))
@@ -1105,7 +1239,8 @@ fn options(args: &RunArgs) -> Result<Options> {
         .max_body_bytes(args.max_body_bytes)
         .max_redirects(args.max_redirects)
         .parse(!args.no_parse)
-        .cpu_work(args.cpu_work);
+        .cpu_work(args.cpu_work)
+        .robots(args.robots);
     if let Some(ua) = &args.user_agent {
         b = b.user_agent(ua.clone());
     }
@@ -1113,6 +1248,14 @@ fn options(args: &RunArgs) -> Result<Options> {
         let pem = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read root certificate {}", path.display()))?;
         b = b.add_root_pem(&pem);
+    }
+    if let Some(dir) = &args.save {
+        // Created and tried now, so that a directory that cannot be written
+        // stops the run before the first request, not at every page; made
+        // absolute, so workers (the processes model) find it too.
+        let dir = fetch_core::save::prepare(dir)
+            .with_context(|| format!("--save {}: cannot save pages there", dir.display()))?;
+        b = b.save_dir(Some(dir));
     }
     Ok(b.build()?)
 }
@@ -1126,11 +1269,14 @@ fn options(args: &RunArgs) -> Result<Options> {
 struct Record<'a> {
     attempts: u32,
     bytes: Option<u64>,
+    content_type: Option<&'a str>,
     elapsed_ms: f64,
     error: Option<RecordError<'a>>,
+    final_url: Option<&'a str>,
     index: usize,
     links: Option<usize>,
     ok: bool,
+    saved: Option<&'a str>,
     status: Option<u16>,
     title: Option<&'a str>,
     url: &'a str,
@@ -1147,14 +1293,19 @@ fn record(o: &Outcome) -> Record<'_> {
     Record {
         attempts: o.attempts,
         bytes: page.map(|p| p.bytes),
+        content_type: page.and_then(|p| p.content_type.as_deref()),
         elapsed_ms: o.elapsed.as_secs_f64() * 1000.0,
         error: error.map(|e| RecordError {
             kind: e.kind().as_str(),
             message: e.message(),
         }),
+        final_url: page
+            .map(|p| p.final_url.as_str())
+            .or_else(|| error.and_then(FetchError::final_url)),
         index: o.index,
         links: page.map(|p| p.links),
         ok: page.is_some(),
+        saved: page.and_then(|p| p.saved.as_deref()),
         status: page
             .map(|p| p.status)
             .or_else(|| error.and_then(|e| e.status())),
@@ -1354,7 +1505,7 @@ mod tests {
             ]
         );
         assert_eq!(records[1]["ok"], false);
-        assert_eq!(records[1].as_object().unwrap().len(), 10, "the usual shape");
+        assert_eq!(records[1].as_object().unwrap().len(), 13, "the usual shape");
     }
 
     /// `(index, url, error kind)` of every record written to `captured`.

@@ -130,6 +130,9 @@ mod tests {
                 bytes: 10,
                 title: None,
                 links: 0,
+                final_url: String::new(),
+                content_type: None,
+                saved: None,
             }),
         }
     }

@@ -32,6 +32,8 @@ pub struct MockConfig {
     pub tls: bool,
     /// Seeds the latency distributions and the fault rates.
     pub seed: u64,
+    /// What `GET /robots.txt` answers. Default: 404, as for any unknown path.
+    pub robots: RobotsTxt,
 }
 
 impl Default for MockConfig {
@@ -45,6 +47,7 @@ impl Default for MockConfig {
             keep_alive_idle: None,
             tls: false,
             seed: 0,
+            robots: RobotsTxt::default(),
         }
     }
 }
@@ -75,6 +78,27 @@ impl MockConfig {
         .find(|(fault, set)| set.contains(seed, fault.name(), id))
         .map(|(fault, _)| fault)
     }
+}
+
+/// What the server answers to `GET /robots.txt`: the file, or one of the
+/// ways fetching it can go wrong, for testing a crawler against RFC 9309's
+/// rules (section 2.3.1: a 4xx means every URL may be fetched, a 5xx or no
+/// answer that none may). Served after the latency of its path, like any
+/// path that is not a page, and counted in [`Stats::robots_requests`](crate::Stats::robots_requests).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RobotsTxt {
+    /// 404 Not Found, as for any unknown path: no robots.txt.
+    #[default]
+    NotFound,
+    /// 200 with this text as `text/plain; charset=utf-8`.
+    Text(String),
+    /// This status with a one-line text body (`403`, `429`, `500`, ...).
+    /// A code that cannot be a final HTTP status (not 200-999) is sent as 500.
+    Status(u16),
+    /// 301 with this `Location` (sent as given; absolute for another server).
+    Redirect(String),
+    /// Never answers, like the `hang` fault.
+    Hang,
 }
 
 /// The delay the server waits before sending response headers.

@@ -10,7 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
 use crate::body::MockBody;
-use crate::config::{Fault, fnv1a};
+use crate::config::{Fault, RobotsTxt, fnv1a};
 use crate::page::page_html;
 use crate::server::Shared;
 use crate::stats::InFlight;
@@ -42,6 +42,9 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Respo
     let in_flight = InFlight::start(&shared.counters);
     shared.counters.headers_seen(req.headers());
     let cfg = &shared.config;
+    if path == "/robots.txt" {
+        return robots(&shared, start, in_flight).await;
+    }
 
     let Some(id) = path
         .strip_prefix("/page/")
@@ -151,9 +154,10 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Respo
     }
 
     let counters = Arc::clone(&shared.counters);
+    let content_type = q.content_type.as_deref();
     if q.oversized || fault == Some(Fault::Oversized) {
         let len = q.oversized_bytes.unwrap_or(cfg.faults.oversized_bytes);
-        return page_response(MockBody::oversized(len, in_flight, counters));
+        return page_response(MockBody::oversized(len, in_flight, counters), content_type);
     }
 
     let html = Bytes::from(page_html(
@@ -166,7 +170,7 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Respo
         // Announce the whole length, send half: the client must see a short body.
         let full_len = html.len() as u64;
         let part = html.slice(..html.len() / 2);
-        let mut resp = page_response(MockBody::reset(part, in_flight, counters));
+        let mut resp = page_response(MockBody::reset(part, in_flight, counters), content_type);
         resp.headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from(full_len));
         return resp;
@@ -174,15 +178,65 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Respo
 
     if q.drip || fault == Some(Fault::Drip) {
         let interval = q.drip_interval.unwrap_or(cfg.faults.drip_interval);
-        return page_response(MockBody::drip(html, interval, in_flight, counters));
+        let body = MockBody::drip(html, interval, in_flight, counters);
+        return page_response(body, content_type);
     }
 
-    page_response(MockBody::full(html, Some(in_flight), Some(counters)))
+    let body = MockBody::full(html, Some(in_flight), Some(counters));
+    page_response(body, content_type)
 }
 
-fn page_response(body: MockBody) -> Response<MockBody> {
+/// `/robots.txt`, as [`RobotsTxt`] says: after the latency of its path, as
+/// for any path that is not a page, unless it hangs.
+async fn robots(shared: &Shared, start: Instant, in_flight: InFlight) -> Response<MockBody> {
+    shared.counters.robots_requested();
+    let cfg = &shared.config;
+    if cfg.robots == RobotsTxt::Hang {
+        // Held, never answered, as the `hang` fault is (see `handle`).
+        let _held = in_flight;
+        return std::future::pending().await;
+    }
+    let delay = cfg.latency.sample(cfg.seed, fnv1a("/robots.txt"));
+    shared.timer.sleep_until(start + delay).await;
+    match &cfg.robots {
+        RobotsTxt::Text(txt) => {
+            let body = Bytes::from(txt.clone().into_bytes());
+            let counters = Some(Arc::clone(&shared.counters));
+            let mut resp = Response::new(MockBody::full(body, Some(in_flight), counters));
+            resp.headers_mut().insert(CONTENT_TYPE, text_type());
+            resp
+        }
+        RobotsTxt::Status(code) => {
+            let status = StatusCode::from_u16(*code)
+                .ok()
+                .filter(|s| !s.is_informational())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            text(status, in_flight, shared)
+        }
+        RobotsTxt::Redirect(location) => {
+            let mut resp = text(StatusCode::MOVED_PERMANENTLY, in_flight, shared);
+            match HeaderValue::from_str(location) {
+                Ok(v) => {
+                    resp.headers_mut().insert(LOCATION, v);
+                }
+                // A location no header can carry: a 500 says the
+                // configuration is wrong, rather than a panic.
+                Err(_) => *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+            }
+            resp
+        }
+        RobotsTxt::NotFound | RobotsTxt::Hang => text(StatusCode::NOT_FOUND, in_flight, shared),
+    }
+}
+
+/// A page: HTML, sent as `text/html` unless the query's `content_type`
+/// says otherwise (the body stays the same HTML).
+fn page_response(body: MockBody, content_type: Option<&str>) -> Response<MockBody> {
     let mut resp = Response::new(body);
-    resp.headers_mut().insert(CONTENT_TYPE, html_type());
+    // Checked to be a header value when the query was parsed.
+    let value = content_type.and_then(|ct| HeaderValue::from_str(ct).ok());
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, value.unwrap_or_else(html_type));
     resp
 }
 
@@ -262,6 +316,7 @@ pub(crate) struct Overrides {
     pub redirect: u64,
     pub redirect_loop: bool,
     pub location: Option<String>,
+    pub content_type: Option<String>,
 }
 
 impl Overrides {
@@ -301,6 +356,13 @@ impl Overrides {
                         return Err(format!("location is not a valid header value: {v:?}"));
                     }
                     o.location = Some(value.into_owned());
+                }
+                "content_type" => {
+                    let value = percent_decode_str(v).decode_utf8_lossy();
+                    if HeaderValue::from_str(&value).is_err() {
+                        return Err(format!("content_type is not a valid header value: {v:?}"));
+                    }
+                    o.content_type = Some(value.into_owned());
                 }
                 _ => {}
             }
@@ -352,6 +414,9 @@ mod tests {
         assert!(Overrides::parse(Some("status=abc")).is_err());
         assert!(Overrides::parse(Some("status=100")).is_err());
         assert!(Overrides::parse(Some("drip=maybe")).is_err());
+        let o = Overrides::parse(Some("content_type=application%2Fjson%3B%20x%3D1")).unwrap();
+        assert_eq!(o.content_type.as_deref(), Some("application/json; x=1"));
+        assert!(Overrides::parse(Some("content_type=a%0Ab")).is_err());
         assert_eq!(Overrides::parse(None), Ok(Overrides::default()));
     }
 

@@ -10,7 +10,8 @@
 //! meets the same server.
 //!
 //! Each request goes through one handler (`handler.rs`), in this order: count
-//! it, parse query overrides, `hang` (never answers), wait the latency, then
+//! it (`/robots.txt` answers as [`RobotsTxt`] says), parse query overrides,
+//! `hang` (never answers), wait the latency, then
 //! redirects (and `location`), `status` overrides, `fail_once`, the configured error faults, and
 //! finally the page — whole, dripped, cut off mid-body, or oversized.
 //!
@@ -55,9 +56,9 @@ mod stats;
 mod timer;
 mod tls;
 
-pub use config::{Fault, FaultSet, Faults, Latency, MockConfig};
+pub use config::{Fault, FaultSet, Faults, Latency, MockConfig, RobotsTxt};
 pub use handler::{MAX_BODY_BYTES, MAX_LINKS};
 pub use page::{page_html, page_links, page_title};
 pub use server::MockServer;
-pub use stats::Stats;
+pub use stats::{MAX_REQUEST_STARTS, Stats};
 pub use tls::ServerCert;

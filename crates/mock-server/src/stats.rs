@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use hyper::HeaderMap;
 use hyper::header::{ACCEPT_ENCODING, HeaderValue, USER_AGENT};
@@ -16,6 +17,9 @@ use serde::Serialize;
 pub struct Stats {
     /// Requests per page id, counted when a `/page/{id}` request starts.
     pub requests_per_id: BTreeMap<u64, u64>,
+    /// Requests for `/robots.txt`, counted when they start (and in
+    /// `total_requests`).
+    pub robots_requests: u64,
     /// Every request on any path except `/__stats`, counted when it starts.
     pub total_requests: u64,
     /// Requests started and not yet finished (see the README for "finished").
@@ -38,7 +42,16 @@ pub struct Stats {
     pub user_agents: BTreeMap<String, u64>,
     /// Requests per `Accept-Encoding` value, the same way.
     pub accept_encodings: BTreeMap<String, u64>,
+    /// When each request started (counted with `total_requests`), in
+    /// microseconds since the server started or its stats were last reset,
+    /// in the order they started; the first [`MAX_REQUEST_STARTS`] only. For
+    /// checking the gaps a client leaves between its requests to one host.
+    pub request_starts_us: Vec<u64>,
 }
+
+/// How many request start times [`Stats::request_starts_us`] keeps: enough
+/// for any test, and a bound on the memory of a benchmark's server.
+pub const MAX_REQUEST_STARTS: usize = 10_000;
 
 /// The live counters. Plain atomics: each is a single number updated from many
 /// tasks, and `SeqCst` everywhere keeps the reasoning simple at no measurable cost
@@ -46,6 +59,7 @@ pub struct Stats {
 #[derive(Default)]
 pub(crate) struct Counters {
     total_requests: AtomicU64,
+    robots_requests: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     unfinished: AtomicU64,
@@ -58,6 +72,22 @@ pub(crate) struct Counters {
     fail_once_tripped: Mutex<HashSet<u64>>,
     /// (User-Agent, Accept-Encoding) per request, `""` when absent.
     headers_seen: Mutex<Headers>,
+    starts: Mutex<Starts>,
+}
+
+/// The start time of each request, from `base`.
+struct Starts {
+    base: Instant,
+    times_us: Vec<u64>,
+}
+
+impl Default for Starts {
+    fn default() -> Self {
+        Starts {
+            base: Instant::now(),
+            times_us: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -79,6 +109,10 @@ impl Counters {
 
     pub(crate) fn page_requested(&self, id: u64) {
         *lock(&self.per_id).entry(id).or_insert(0) += 1;
+    }
+
+    pub(crate) fn robots_requested(&self) {
+        self.robots_requests.fetch_add(1, SeqCst);
     }
 
     pub(crate) fn add_bytes_sent(&self, n: u64) {
@@ -111,6 +145,7 @@ impl Counters {
         let seen = lock(&self.headers_seen).clone();
         Stats {
             requests_per_id: lock(&self.per_id).iter().map(|(&k, &v)| (k, v)).collect(),
+            robots_requests: self.robots_requests.load(SeqCst),
             total_requests: self.total_requests.load(SeqCst),
             in_flight: self.in_flight.load(SeqCst),
             max_in_flight: self.max_in_flight.load(SeqCst),
@@ -119,17 +154,28 @@ impl Counters {
             bytes_sent: self.bytes_sent.load(SeqCst),
             user_agents: seen.user_agents,
             accept_encodings: seen.accept_encodings,
+            request_starts_us: lock(&self.starts).times_us.clone(),
+        }
+    }
+
+    fn request_started(&self) {
+        let mut starts = lock(&self.starts);
+        if starts.times_us.len() < MAX_REQUEST_STARTS {
+            let us = starts.base.elapsed().as_micros();
+            starts.times_us.push(u64::try_from(us).unwrap_or(u64::MAX));
         }
     }
 
     pub(crate) fn reset(&self) {
         self.total_requests.store(0, SeqCst);
+        self.robots_requests.store(0, SeqCst);
         self.unfinished.store(0, SeqCst);
         self.connections.store(0, SeqCst);
         self.bytes_sent.store(0, SeqCst);
         lock(&self.per_id).clear();
         lock(&self.fail_once_tripped).clear();
         *lock(&self.headers_seen) = Headers::default();
+        *lock(&self.starts) = Starts::default();
         // in_flight is a level, not a count: requests still running will still
         // decrement it, so it must not be zeroed. The maximum restarts from it.
         self.max_in_flight
@@ -156,6 +202,7 @@ pub(crate) struct InFlight {
 impl InFlight {
     pub(crate) fn start(counters: &Arc<Counters>) -> InFlight {
         counters.total_requests.fetch_add(1, SeqCst);
+        counters.request_started();
         let now = counters.in_flight.fetch_add(1, SeqCst) + 1;
         counters.max_in_flight.fetch_max(now, SeqCst);
         InFlight {
@@ -207,6 +254,22 @@ mod tests {
         assert_eq!(c.snapshot().in_flight, 0);
         assert!(c.trip_fail_once(3));
         assert!(!c.trip_fail_once(3));
+    }
+
+    #[test]
+    fn request_starts_are_kept_in_order_from_the_last_reset() {
+        let c = Arc::new(Counters::default());
+        InFlight::start(&c).finish();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        InFlight::start(&c).finish();
+        let starts = c.snapshot().request_starts_us;
+        assert_eq!(starts.len(), 2);
+        assert!(starts[1] >= starts[0] + 20_000, "{starts:?}");
+        c.reset();
+        assert!(c.snapshot().request_starts_us.is_empty());
+        InFlight::start(&c).finish();
+        let starts = c.snapshot().request_starts_us;
+        assert!(starts.len() == 1 && starts[0] < 20_000, "{starts:?}");
     }
 
     #[test]
