@@ -179,12 +179,12 @@ fn tail(c: &mut Criterion) {
 criterion_group!(benches, latency_bound, throughput_bound, cpu_heavy, tail);
 
 /// `criterion_main!`, with one thing first: the processes model starts this
-/// program again as its workers, with the argument `worker` (as fetchlab
-/// does), so that is checked before criterion reads the arguments.
+/// program again as its workers, with the argument `process-worker` (as
+/// fetchlab does), so that is checked before criterion reads the arguments.
 fn main() -> std::process::ExitCode {
     let worker = std::env::args_os()
         .nth(1)
-        .is_some_and(|arg| arg == "worker");
+        .is_some_and(|arg| arg == "process-worker");
     if worker {
         return fetch_processes::worker_main();
     }

@@ -34,7 +34,10 @@ pub enum ErrorKind {
     Cancelled,
     /// The code fetching or parsing this URL panicked (a bug in the client or
     /// the CPU stage). The panic is caught where the model runs the URL, so it
-    /// costs this URL alone, never the batch.
+    /// costs this URL alone, never the batch. A crash that no catch can
+    /// stop ends the same way: the processes model's worker process dying
+    /// with the URL in flight, or `fetchlab worker` giving up on a URL whose
+    /// workers died (or stopped) with it more than `--max-deliveries` times.
     Panicked,
     /// The client cannot read what the server sent, e.g. an HTTP/1.0
     /// response to async-h1 (surf's h1 client). A limit of the client, not a

@@ -10,7 +10,7 @@
 //! `max_in_flight / W` slots. A worker is started when a URL needs one and
 //! no running worker is idle, so a run of one URL starts one process. Each
 //! worker is a program the caller names ([`WorkerCommand`]: fetchlab runs
-//! itself again with its hidden `worker` subcommand, the tests run this
+//! itself again with its hidden `process-worker` subcommand, the tests run this
 //! crate's `fetch-processes-worker` binary), which calls [`worker_main`]:
 //! the threads model over its share (`src/worker.rs`), one thread blocked
 //! in each request, running fetch-core's `fetch_one_blocking`, so retries,
@@ -187,7 +187,7 @@ impl WorkerCommand {
         self
     }
 
-    /// This program again, with `args` (`["worker"]` for fetchlab), for a
+    /// This program again, with `args` (`["process-worker"]` for fetchlab), for a
     /// program that runs [`worker_main`] when it gets them: multiprocessing's
     /// "spawn", with no second executable to ship.
     pub fn this_program<A: Into<OsString>>(args: impl IntoIterator<Item = A>) -> Self {

@@ -13,7 +13,7 @@
 //! The shapes are this crate's own, not serde on fetch-core's types: the
 //! wire is a detail of this model, and fetch-core stays free of it. JSON,
 //! not a binary format, because a line a person can read is worth a lot
-//! when a worker misbehaves (`fetchlab worker < jobs.jsonl` runs one by
+//! when a worker misbehaves (`fetchlab process-worker < jobs.jsonl` runs one by
 //! hand), and it costs little next to a request: under a microsecond to
 //! encode and decode a page's job and outcome (the test `wire_cost`).
 //!

@@ -32,7 +32,7 @@ use crate::wire;
 /// closes, without waiting for its threads: return its exit code from
 /// `main`, and the process's exit ends them. Call it from a `main` (the
 /// `fetch-processes-worker` binary) or from a subcommand of your own
-/// program (`fetchlab worker`) before anything else writes to stdout. Exit
+/// program (`fetchlab process-worker`) before anything else writes to stdout. Exit
 /// code 2, with the reason on stderr, when the setup or a job line is not
 /// one.
 pub fn worker_main() -> ExitCode {

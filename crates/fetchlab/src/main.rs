@@ -4,6 +4,8 @@
 //!   workload against an in-process mock server and prints a table.
 //! - `fetchlab run`: fetches a real URL list with one model, one JSON line
 //!   per URL.
+//! - `fetchlab enqueue`, `worker`, `results`: many workers share one URL
+//!   list on Redis Streams (see `queue.rs`).
 //! - `fetchlab mock`: runs the mock server in the foreground.
 //! - `fetchlab lessons`: runs the article's mistakes beside their fixes and
 //!   prints what the server and the runtime observed.
@@ -12,6 +14,7 @@ mod compare;
 mod handoff;
 mod lessons;
 mod mock;
+mod queue;
 mod resume;
 mod run;
 
@@ -43,12 +46,19 @@ enum Command {
     /// Fetch a list of URLs with one model; one JSON line per URL.
     #[command(after_long_help = run::AFTER_HELP)]
     Run(run::RunArgs),
+    /// Add a URL list to a job's Redis stream (again: adds nothing twice).
+    Enqueue(queue::EnqueueArgs),
+    /// Fetch a job's URLs from its Redis stream with one model, alongside other workers.
+    #[command(name = "worker")]
+    QueueWorker(queue::WorkerArgs),
+    /// Print a job's results as `run`'s JSON lines, in input order, and a status line.
+    Results(queue::ResultsArgs),
     /// Run the mock server in the foreground and print its base URL.
     Mock(mock::MockArgs),
     /// List the available models, one name per line (for scripts).
     Models,
     /// One worker process of the `processes` model: jobs on stdin, outcomes on stdout.
-    #[command(hide = true)]
+    #[command(hide = true, name = "process-worker")]
     Worker,
     /// Run the article's mistakes beside their fixes against a local mock server; print a table.
     Lessons(lessons::LessonsArgs),
@@ -65,6 +75,9 @@ fn main() -> ExitCode {
         Some(Command::Compare(args)) => compare::compare(&args).map(done),
         // 0, or 128 + the signal that stopped the run.
         Some(Command::Run(args)) => run::run(&args),
+        Some(Command::Enqueue(args)) => queue::enqueue(&args),
+        Some(Command::QueueWorker(args)) => queue::worker(&args),
+        Some(Command::Results(args)) => queue::results(&args),
         Some(Command::Mock(args)) => mock::mock(&args).map(done),
         Some(Command::Models) => {
             fetchlab::models::names()
@@ -72,7 +85,7 @@ fn main() -> ExitCode {
                 .for_each(|n| println!("{n}"));
             Ok(ExitCode::SUCCESS)
         }
-        // The processes model starts this program again with `worker`.
+        // The processes model starts this program again with `process-worker`.
         Some(Command::Worker) => Ok(fetch_processes::worker_main()),
         Some(Command::Lessons(args)) => lessons::lessons(&args),
         Some(Command::LessonWorker(args)) => lessons::worker(args),

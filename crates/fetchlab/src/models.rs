@@ -20,9 +20,9 @@ const MODELS: &[(&str, Constructor)] = &[
     ("mio", || Box::new(fetch_mio::Mio::new())),
     ("local", || Box::new(fetch_local::Local::new())),
     ("per-core", || Box::new(fetch_local::Local::per_core())),
-    // Its workers are this program again, with the hidden `worker` subcommand.
+    // Its workers are this program again, with the hidden `process-worker` subcommand.
     ("processes", || {
-        let worker = fetch_processes::WorkerCommand::this_program(["worker"]);
+        let worker = fetch_processes::WorkerCommand::this_program(["process-worker"]);
         Box::new(fetch_processes::Processes::new(worker))
     }),
 ];

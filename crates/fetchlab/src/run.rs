@@ -136,6 +136,15 @@ Resume:
   --urls is a file, and as the lines arrive when it is '-'. A FILE that does
   not exist yet starts a fresh run. Memory: 16 bytes per final record.
 
+Shards:
+  --shard K/N fetches the input lines whose index (from 0) modulo N is K-1,
+  K from 1 to N, and gives each record its index in the whole list: N runs,
+  one per shard, with the same --urls, together fetch every line once, each
+  writing its own --out file (a batch runner's static split: a Kubernetes
+  Indexed Job gives JOB_COMPLETION_INDEX, 0-based, so pass $((I+1))/N; a
+  Slurm array's SLURM_ARRAY_TASK_ID as it is, if the array starts at 1).
+  For a dynamic split with crash recovery, see `fetchlab worker`.
+
 Exit codes:
   0      the run ended on its own: every URL has its record (a run cut short
          by --deadline-ms included; see the records for failures)
@@ -215,9 +224,31 @@ pub struct RunArgs {
     /// Where to write the JSON lines ("-" for standard output).
     #[arg(long, default_value = "-")]
     out: PathBuf,
+    /// The fetch options, shared with `fetchlab worker`.
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    /// Fetch only shard K of N: the input lines whose index modulo N is
+    /// K - 1 (K from 1 to N; for Kubernetes' 0-based JOB_COMPLETION_INDEX,
+    /// give index + 1). Records keep their index in the whole list. See
+    /// "Shards" in --help.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<Shard>,
+    /// Never show the progress bar (it is shown only when stderr is a terminal).
+    #[arg(long)]
+    no_progress: bool,
+    /// Continue an interrupted run: read the records already in --out FILE,
+    /// skip the input lines that have a final one (not cancelled/deadline/save)
+    /// and append records for the rest. See "Resume" in --help.
+    #[arg(long)]
+    resume: bool,
+}
+
+/// The options of one fetch, the same for `run` and `worker`.
+#[derive(Args, Debug)]
+pub struct FetchArgs {
     /// Requests in flight.
     #[arg(long, default_value_t = 16)]
-    concurrency: usize,
+    pub concurrency: usize,
     /// Requests in flight to one host (scheme, host and port), with
     /// --concurrency on top: Scrapy's CONCURRENT_REQUESTS_PER_DOMAIN (8).
     /// A value of --concurrency or more means no per-host limit. See "Hosts"
@@ -298,14 +329,42 @@ pub struct RunArgs {
     /// "Robots" in --help.
     #[arg(long)]
     robots: bool,
-    /// Never show the progress bar (it is shown only when stderr is a terminal).
-    #[arg(long)]
-    no_progress: bool,
-    /// Continue an interrupted run: read the records already in --out FILE,
-    /// skip the input lines that have a final one (not cancelled/deadline/save)
-    /// and append records for the rest. See "Resume" in --help.
-    #[arg(long)]
-    resume: bool,
+}
+
+/// `--shard K/N`: this run fetches the lines with index % N == K - 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shard {
+    /// 1-based, as a person counts shards.
+    pub k: usize,
+    pub n: usize,
+}
+
+impl Shard {
+    /// Whether the line at input index `index` is this shard's.
+    pub fn owns(self, index: usize) -> bool {
+        index % self.n == self.k - 1
+    }
+}
+
+/// Parses `K/N`, 1 <= K <= N.
+pub fn parse_shard(text: &str) -> Result<Shard, String> {
+    let (k, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not K/N (e.g. 2/4)"))?;
+    let k: usize = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("{k:?} is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{n:?} is not a number"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!(
+            "K/N needs 1 <= K <= N (shards count from 1; for a 0-based index I, give I+1/N), got {k}/{n}"
+        ));
+    }
+    Ok(Shard { k, n })
 }
 
 /// Runs the list; `Ok` carries the exit code (0, or 128 + the signal that
@@ -318,8 +377,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         ));
     }
     let model = models::build(&args.model)?;
-    let options = options(args)?;
-    check_fd_limit(args.concurrency, model.concurrency(&options));
+    let options = options(&args.fetch)?;
+    check_fd_limit(args.fetch.concurrency, model.concurrency(&options));
     // Read, checked, but not changed yet: nothing is written to FILE unless
     // the run goes ahead.
     let mut resume = if args.resume {
@@ -348,6 +407,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         }
         _ => None,
     };
+    // A shard's share of the lines, for the progress bar.
+    let total = match args.shard {
+        Some(s) => total.map(|t| (t + (s.n - s.k) as u64) / s.n as u64),
+        None => total,
+    };
     let lines = spawn_reader(open_urls(&args.urls)?)?;
     // `Stdout`, not its lock: the signal thread may write the last records.
     let mut resumed = None;
@@ -370,6 +434,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         ProgressBar::hidden()
     };
     let shared = Arc::new(Shared::new(lines, out, progress, resumed));
+    lock(&shared.source).shard = args.shard;
     let cancel = CancelToken::new();
     watch_signals(&shared, &cancel)?;
     flush_periodically(&shared, &cancel)?;
@@ -448,7 +513,7 @@ fn signal_name(signal: i32) -> &'static str {
 /// often 1024, is far below what a high concurrency needs), and says once if
 /// the concurrency still cannot fit. Never refuses: a run over the limit
 /// still gives every URL a record, and some of them say why.
-fn check_fd_limit(asked: usize, concurrency: usize) {
+pub(crate) fn check_fd_limit(asked: usize, concurrency: usize) {
     let needed = u64::try_from(concurrency)
         .unwrap_or(u64::MAX)
         .saturating_add(FD_MARGIN);
@@ -586,7 +651,7 @@ fn count_urls(reader: impl BufRead) -> io::Result<u64> {
 
 /// One URL line of the input.
 #[derive(Debug, PartialEq)]
-enum Line {
+pub(crate) enum Line {
     /// A line to hand to the model, trimmed. Bytes that were not UTF-8 are
     /// U+FFFD here; fetch-core rejects such a URL as `invalid_url`, saying why.
     Url(String),
@@ -607,14 +672,14 @@ fn record_url(line: &Line) -> Cow<'_, str> {
 
 /// Splits the input into [`Line`]s by bytes, not by `str`: a line that is not
 /// UTF-8 is a bad line, not the end of the list (as `BufRead::lines` has it).
-struct LineReader<R> {
+pub(crate) struct LineReader<R> {
     reader: R,
     buf: Vec<u8>,
     first: bool,
 }
 
 impl<R: BufRead> LineReader<R> {
-    fn new(reader: R) -> Self {
+    pub(crate) fn new(reader: R) -> Self {
         LineReader {
             reader,
             buf: Vec::new(),
@@ -624,7 +689,7 @@ impl<R: BufRead> LineReader<R> {
 
     /// The next URL line, skipping blanks and `#` comments; `None` at the end.
     /// An error is a real I/O error, never a decoding one.
-    fn next_line(&mut self) -> io::Result<Option<Line>> {
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<Line>> {
         loop {
             let Some(len) = self.read_line()? else {
                 return Ok(None);
@@ -740,6 +805,9 @@ struct Source {
     /// 0, 1, 2... in that order: the input index only when none is skipped.
     handed_out: usize,
     resume: Option<Resume>,
+    /// `--shard K/N`: the lines of other shards are skipped, after their
+    /// index is counted, so records keep their index in the whole list.
+    shard: Option<Shard>,
     done: bool,
     error: Option<io::Error>,
     /// The input is not the list the resumed file was written for.
@@ -821,11 +889,16 @@ impl Source {
                 Ok(Ok(line)) => {
                     let index = self.next_index;
                     self.next_index += 1;
+                    let mine = self.shard.is_none_or(|s| s.owns(index));
                     let Some(resume) = &mut self.resume else {
+                        if !mine {
+                            continue;
+                        }
                         return Ok(Some((index, line)));
                     };
                     match resume.check(index as u64, &record_url(&line)) {
                         Ok(true) => continue,
+                        Ok(false) if !mine => continue,
                         Ok(false) => return Ok(Some((index, line))),
                         Err(conflict) => {
                             self.conflict = Some(conflict);
@@ -905,6 +978,7 @@ impl Shared {
                 next_index: 0,
                 handed_out: 0,
                 resume,
+                shard: None,
                 done: false,
                 error: None,
                 conflict: None,
@@ -1215,7 +1289,7 @@ fn flush_periodically(shared: &Arc<Shared>, cancel: &CancelToken) -> Result<()> 
     Ok(())
 }
 
-fn options(args: &RunArgs) -> Result<Options> {
+pub(crate) fn options(args: &FetchArgs) -> Result<Options> {
     if args.per_host == 0 {
         bail!(
             "--per-host must be at least 1 (0 would never start a request); for no per-host \
@@ -1266,7 +1340,7 @@ fn options(args: &RunArgs) -> Result<Options> {
 /// owned strings) built per URL on the way. Fields in alphabetical order, as
 /// the records have always had them.
 #[derive(serde::Serialize)]
-struct Record<'a> {
+pub(crate) struct Record<'a> {
     attempts: u32,
     bytes: Option<u64>,
     content_type: Option<&'a str>,
@@ -1283,12 +1357,12 @@ struct Record<'a> {
 }
 
 #[derive(serde::Serialize)]
-struct RecordError<'a> {
+pub(crate) struct RecordError<'a> {
     kind: &'a str,
     message: &'a str,
 }
 
-fn record(o: &Outcome) -> Record<'_> {
+pub(crate) fn record(o: &Outcome) -> Record<'_> {
     let (page, error) = (o.result.as_ref().ok(), o.result.as_ref().err());
     Record {
         attempts: o.attempts,
@@ -1625,6 +1699,18 @@ mod tests {
             ),
             "{conflict}"
         );
+    }
+
+    #[test]
+    fn a_shard_is_k_of_n_from_one() {
+        let s = parse_shard("2/3").unwrap();
+        assert_eq!(s, Shard { k: 2, n: 3 });
+        let mine: Vec<usize> = (0..10).filter(|&i| s.owns(i)).collect();
+        assert_eq!(mine, [1, 4, 7]);
+        assert!(parse_shard("3/3").unwrap().owns(2));
+        for bad in ["0/3", "4/3", "1/0", "3", "a/b"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
