@@ -254,7 +254,7 @@ pub struct FetchArgs {
     /// A value of --concurrency or more means no per-host limit. See "Hosts"
     /// in --help.
     #[arg(long, default_value_t = 8, value_name = "N")]
-    per_host: usize,
+    pub per_host: usize,
     /// Least time between two requests to one host, in milliseconds, each
     /// gap drawn between 0.5 and 1.5 times it: Scrapy's DOWNLOAD_DELAY with
     /// RANDOMIZE_DOWNLOAD_DELAY. With --auto-throttle, its lowest delay.
@@ -479,6 +479,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     let summary = tally.finish(wall);
     print_summary(model.name(), &summary);
+    if args.fetch.per_host < args.fetch.concurrency {
+        // A list of one host runs at --per-host, not --concurrency: say so,
+        // so that `--concurrency 100` on one site is not a silent 8.
+        eprintln!(
+            "  at most {} requests in flight to one host (--per-host); --concurrency {} is \
+             the total across hosts",
+            args.fetch.per_host, args.fetch.concurrency
+        );
+    }
     if let Some(skipped) = skipped {
         eprintln!(
             "  resumed {}: {} lines already done, {} records written now",

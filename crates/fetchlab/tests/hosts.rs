@@ -82,15 +82,20 @@ fn the_default_is_scrapys_8_per_host() {
     );
     assert_eq!(records(&out).len(), 48);
     assert_eq!(srv.stats().max_in_flight, 8, "8 per host by default");
-    // --per-host at --concurrency: no per-host limit.
+    // The summary says why a one-host list did not run at --concurrency.
+    let note = "at most 8 requests in flight to one host (--per-host); --concurrency 16";
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(note), "{stderr}");
+    // --per-host at --concurrency: no per-host limit, and no such note.
     srv.reset_stats();
     let out = run(&list, &["--concurrency", "16", "--per-host", "16"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert_eq!(srv.stats().max_in_flight, 16);
+    assert!(
+        !stderr.contains("requests in flight to one host"),
+        "{stderr}"
+    );
 }
 
 #[test]
