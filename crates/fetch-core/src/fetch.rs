@@ -130,7 +130,7 @@ pub fn fetch_one_blocking(
         page(answer, run.options())
     }))
     .unwrap_or_else(|panic| Err(FetchError::from_panic(panic.as_ref())));
-    outcome(index, &url, attempts.into_inner(), started, result)
+    outcome(index, url, attempts.into_inner(), started, result)
 }
 
 /// One URL as a task on an async runtime: each attempt raced against its
@@ -196,7 +196,7 @@ where
     // `or` polls `guarded` first: a page done in the same poll as a cancel
     // is kept.
     let result = guarded.or(stopped(run, runtime)).await;
-    outcome(index, &url, attempts.into_inner(), started, result)
+    outcome(index, url, attempts.into_inner(), started, result)
 }
 
 /// One attempt on a blocking client: the request to `url` and to each
@@ -310,16 +310,18 @@ pub(crate) fn page((fetched, final_url): Answer, options: &Options) -> Result<Pa
     parse::page(fetched, final_url, options)
 }
 
+/// The URL's record. `url` is moved in (a `Url` gives up its string without
+/// a copy): every flavour has finished with it by now.
 pub(crate) fn outcome(
     index: usize,
-    url: &Url,
+    url: Url,
     attempts: u32,
     started: Instant,
     result: Result<Page, FetchError>,
 ) -> Outcome {
     Outcome {
         index,
-        url: url.as_str().to_owned(),
+        url: url.into(),
         attempts,
         elapsed: started.elapsed(),
         result,

@@ -168,13 +168,8 @@ impl UrlMachine {
         let reason = run
             .stop_reason()
             .unwrap_or_else(|| FetchError::new(ErrorKind::Cancelled, "run cancelled"));
-        outcome(
-            self.index,
-            &self.url,
-            self.url_attempts(),
-            self.started,
-            Err(reason),
-        )
+        let attempts = self.url_attempts();
+        outcome(self.index, self.url, attempts, self.started, Err(reason))
     }
 
     /// robots.txt first, when obeyed: the rules of the URL's origin, known,
@@ -304,9 +299,10 @@ impl UrlMachine {
         let attempts = self.url_attempts();
         // A fetch of robots.txt cut short (the run's stop) is given back.
         self.claim = None;
+        // The machine lives on (the loop drops it): the record gets a copy.
         Step::Done(outcome(
             self.index,
-            &self.url,
+            self.url.clone(),
             attempts,
             self.started,
             result,
@@ -347,7 +343,7 @@ impl CpuJob {
             panic::catch_unwind(AssertUnwindSafe(|| page(self.answer, &self.options)))
                 .unwrap_or_else(|panic| Err(FetchError::from_panic(panic.as_ref())))
         };
-        outcome(self.index, &self.url, self.attempts, self.started, result)
+        outcome(self.index, self.url, self.attempts, self.started, result)
     }
 }
 
